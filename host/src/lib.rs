@@ -1,0 +1,1 @@
+//! Umbra host library.
