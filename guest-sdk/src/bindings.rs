@@ -18,7 +18,11 @@ wit_bindgen::generate!({
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 
-#[cfg(all(feature = "drift", not(feature = "sequencer"), not(feature = "remediation")))]
+#[cfg(all(
+    feature = "drift",
+    not(feature = "sequencer"),
+    not(feature = "remediation")
+))]
 wit_bindgen::generate!({
     world: "drift-policy",
     path: "wit",
@@ -29,7 +33,11 @@ wit_bindgen::generate!({
     generate_unused_types: true,
 });
 
-#[cfg(all(feature = "sequencer", not(feature = "drift"), not(feature = "remediation")))]
+#[cfg(all(
+    feature = "sequencer",
+    not(feature = "drift"),
+    not(feature = "remediation")
+))]
 wit_bindgen::generate!({
     world: "sequencer-policy",
     path: "wit",
@@ -40,7 +48,11 @@ wit_bindgen::generate!({
     generate_unused_types: true,
 });
 
-#[cfg(all(feature = "remediation", not(feature = "drift"), not(feature = "sequencer")))]
+#[cfg(all(
+    feature = "remediation",
+    not(feature = "drift"),
+    not(feature = "sequencer")
+))]
 wit_bindgen::generate!({
     world: "remediation-policy",
     path: "wit",

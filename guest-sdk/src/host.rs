@@ -33,7 +33,9 @@ pub fn setting_f64(name: &str, default: f64) -> f64 {
         _ => {
             log(
                 Level::Warn,
-                &format!("invalid setting `{name}` = `{raw}`: expected a finite number, using {default}"),
+                &format!(
+                    "invalid setting `{name}` = `{raw}`: expected a finite number, using {default}"
+                ),
             );
             default
         }
@@ -51,7 +53,9 @@ pub fn setting_u64(name: &str, default: u64) -> u64 {
         Err(_) => {
             log(
                 Level::Warn,
-                &format!("invalid setting `{name}` = `{raw}`: expected an unsigned integer, using {default}"),
+                &format!(
+                    "invalid setting `{name}` = `{raw}`: expected an unsigned integer, using {default}"
+                ),
             );
             default
         }

@@ -60,5 +60,14 @@ pub use bindings::exports::umbra::policy::sequencer::Guest as Sequencer;
 /// Exports a type as the policy component's implementation.
 ///
 /// The type implements one trait per enabled decision ([`Drift`],
-/// [`Sequencer`], [`Remediation`]). Invoke it once, at the crate root.
-pub use bindings::export;
+/// [`Sequencer`], [`Remediation`]). Invoke it once, at the crate root. The
+/// export only exists on `wasm32`: native builds (for `cargo test`) would
+/// otherwise emit symbols such as `umbra:policy/drift@0.1.0#assess` that a
+/// native linker rejects.
+#[macro_export]
+macro_rules! export {
+    ($policy:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export!($policy with_types_in $crate::bindings);
+    };
+}

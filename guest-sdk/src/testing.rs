@@ -136,7 +136,12 @@ impl Harness {
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
                 .collect(),
-            Err(error) => return vec![format!("cannot read fixture directory `{}`: {error}", dir.display())],
+            Err(error) => {
+                return vec![format!(
+                    "cannot read fixture directory `{}`: {error}",
+                    dir.display()
+                )];
+            }
         };
         paths.sort();
         if paths.is_empty() {
@@ -151,10 +156,13 @@ impl Harness {
     /// Runs one fixture file.
     pub fn run_file(&self, path: &Path) -> Result<(), String> {
         let name = path.display();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
-        let fixture: Fixture = serde_json::from_str(&text).map_err(|e| format!("{name}: invalid fixture: {e}"))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+        let fixture: Fixture =
+            serde_json::from_str(&text).map_err(|e| format!("{name}: invalid fixture: {e}"))?;
         set_settings(fixture.settings.clone());
-        self.run(&fixture).map_err(|message| format!("{name}: {message}"))
+        self.run(&fixture)
+            .map_err(|message| format!("{name}: {message}"))
     }
 
     /// Runs one parsed fixture with its settings already installed.
@@ -166,12 +174,16 @@ impl Harness {
                 check_drift(&assess(asset, comparisons), &fixture.expect)
             }
             "sequencer" => {
-                let next_plan = self.sequencer.ok_or("the harness has no sequencer policy")?;
+                let next_plan = self
+                    .sequencer
+                    .ok_or("the harness has no sequencer policy")?;
                 let (asset, profiles) = arguments2(&fixture.input, "asset", "profiles")?;
                 check_sequencer(&next_plan(asset, profiles), &fixture.expect)
             }
             "remediation" => {
-                let decide = self.remediation.ok_or("the harness has no remediation policy")?;
+                let decide = self
+                    .remediation
+                    .ok_or("the harness has no remediation policy")?;
                 let (service, assets) = arguments2(&fixture.input, "service", "assets")?;
                 check_remediation(&decide(service, assets), &fixture.expect)
             }
@@ -193,8 +205,10 @@ where
             .cloned()
             .ok_or_else(|| format!("input is missing `{name}`"))
     };
-    let a = serde_json::from_value(field(first)?).map_err(|e| format!("invalid input `{first}`: {e}"))?;
-    let b = serde_json::from_value(field(second)?).map_err(|e| format!("invalid input `{second}`: {e}"))?;
+    let a = serde_json::from_value(field(first)?)
+        .map_err(|e| format!("invalid input `{first}`: {e}"))?;
+    let b = serde_json::from_value(field(second)?)
+        .map_err(|e| format!("invalid input `{second}`: {e}"))?;
     Ok((a, b))
 }
 
@@ -216,27 +230,43 @@ fn check_drift(actual: &crate::DriftAssessment, expect: &serde_json::Value) -> R
             let _ = write!(problems, "score {} is above {max}; ", actual.score);
         }
     }
-    if let Some(needle) = expect.get("reason_contains").and_then(serde_json::Value::as_str) {
+    if let Some(needle) = expect
+        .get("reason_contains")
+        .and_then(serde_json::Value::as_str)
+    {
         if !actual.reasons.iter().any(|reason| reason.contains(needle)) {
-            let _ = write!(problems, "no reason contains `{needle}` (reasons: {:?}); ", actual.reasons);
+            let _ = write!(
+                problems,
+                "no reason contains `{needle}` (reasons: {:?}); ",
+                actual.reasons
+            );
         }
     }
     finish(problems)
 }
 
-fn check_sequencer(actual: &Option<crate::LoadPlan>, expect: &serde_json::Value) -> Result<(), String> {
-    let expected = expect.get("profile").ok_or("expectation is missing `profile`")?;
+fn check_sequencer(
+    actual: &Option<crate::LoadPlan>,
+    expect: &serde_json::Value,
+) -> Result<(), String> {
+    let expected = expect
+        .get("profile")
+        .ok_or("expectation is missing `profile`")?;
     let actual_profile = actual.as_ref().map(|plan| plan.profile.as_str());
     if expected.as_str() == actual_profile {
         Ok(())
     } else {
-        Err(format!("profile is {actual_profile:?}, expected {expected}"))
+        Err(format!(
+            "profile is {actual_profile:?}, expected {expected}"
+        ))
     }
 }
 
 fn check_remediation(actual: &[crate::Action], expect: &serde_json::Value) -> Result<(), String> {
     let expected: Vec<String> = match expect.get("actions") {
-        Some(value) => serde_json::from_value(value.clone()).map_err(|e| format!("invalid `actions`: {e}"))?,
+        Some(value) => {
+            serde_json::from_value(value.clone()).map_err(|e| format!("invalid `actions`: {e}"))?
+        }
         None => return Err("expectation is missing `actions`".to_owned()),
     };
     let kinds: Vec<&str> = actual.iter().map(action_kind).collect();
@@ -244,13 +274,19 @@ fn check_remediation(actual: &[crate::Action], expect: &serde_json::Value) -> Re
     if kinds != expected {
         let _ = write!(problems, "actions are {kinds:?}, expected {expected:?}; ");
     }
-    if let Some(to) = expect.get("rollback_to").and_then(serde_json::Value::as_str) {
+    if let Some(to) = expect
+        .get("rollback_to")
+        .and_then(serde_json::Value::as_str)
+    {
         let rolled_to = actual.iter().find_map(|action| match action {
             crate::Action::Rollback(request) => Some(request.to_version.as_str()),
             _ => None,
         });
         if rolled_to != Some(to) {
-            let _ = write!(problems, "rollback target is {rolled_to:?}, expected `{to}`; ");
+            let _ = write!(
+                problems,
+                "rollback target is {rolled_to:?}, expected `{to}`; "
+            );
         }
     }
     finish(problems)

@@ -1,1 +1,8 @@
-//! Umbra host library.
+//! Umbra: a shadow-twin reliability engine.
+//!
+//! For each live asset of a service Umbra keeps a shadow twin, compares the
+//! two continuously, stresses the shadow with load chosen from that
+//! comparison, and rolls the live asset back when its shadow fails. Every
+//! decision is delegated to a sandboxed [`policy`].
+
+pub mod policy;

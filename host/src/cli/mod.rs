@@ -1,0 +1,58 @@
+//! Command-line interface: argument parsing and subcommand dispatch.
+
+mod policy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Umbra keeps a shadow twin of every live asset, stresses it, and rolls the
+/// live asset back when its shadow fails.
+#[derive(Debug, Parser)]
+#[command(name = "umbra", version, about)]
+pub struct Cli {
+    /// Log output format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check and run policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+}
+
+/// Installs the tracing subscriber. `RUST_LOG` overrides the default filter,
+/// which keeps cranelift, wasmtime and hyper internals quiet.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn,hyper=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Policy(command) => policy::run(command),
+    }
+}

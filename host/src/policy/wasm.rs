@@ -1,0 +1,470 @@
+//! WebAssembly component policies run by wasmtime.
+//!
+//! A component is compiled once per process (cached by digest) and
+//! pre-linked against WASI and the `umbra:policy/host` imports. WASI is
+//! granted nothing: no preopened directories, no environment, no arguments,
+//! no sockets or name lookups; stdout and stderr go to a bounded capture that
+//! the host writes to its log under a rate limit. Each call runs under an
+//! epoch deadline and a memory limit. With instance reuse (the default) one
+//! instance serves every call until it fails; a failed instance is dropped,
+//! and the next call instantiates afresh.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::sandbox::{CapturedOutput, LogLimiter, MAX_LOG_LINE_BYTES, SandboxLimits, truncate};
+use super::types::{
+    self, Action, AssetStatus, Comparison, DriftAssessment, LoadPlan, ProfileInfo, ServiceStatus,
+};
+use super::{Decision, LoadError, PolicyError, Settings};
+
+/// Interval at which the shared engine's epoch advances. Deadlines are
+/// rounded up to whole ticks, plus one tick of slack.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Deadline of the trial instantiation at load time.
+const STARTUP_DEADLINE: Duration = Duration::from_millis(500);
+
+/// Compiled components kept for reuse (hot reload of unchanged bytes, many
+/// runtimes in one process). Older entries are evicted past this count.
+const COMPILE_CACHE_ENTRIES: usize = 16;
+
+/// Returns the process-wide engine, starting its epoch ticker on first use.
+fn shared_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        // NOTE: a component that still fails to build with this config is
+        // rejected at load time; the config itself is static and valid.
+        let engine = Engine::new(&config).unwrap_or_else(|error| panic!("invalid static wasmtime config: {error:#}"));
+        let weak = engine.weak();
+        let spawned = std::thread::Builder::new().name("umbra-epoch".to_owned()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "failed to start the policy deadline ticker; wasm policies will run without deadlines");
+        }
+        engine
+    })
+}
+
+/// Compiles `bytes`, or returns the cached component with the same digest.
+fn compile(name: &str, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(component) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(digest)
+    {
+        return Ok(component.clone());
+    }
+    let component =
+        Component::new(shared_engine(), bytes).map_err(|source| LoadError::Compile {
+            name: name.to_owned(),
+            source,
+        })?;
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= COMPILE_CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(digest.to_owned(), component.clone());
+    Ok(component)
+}
+
+/// Returns the epoch ticks that cover `deadline`, plus one tick of slack.
+fn deadline_ticks(deadline: Duration) -> u64 {
+    let tick_us = EPOCH_TICK.as_micros().max(1);
+    u64::try_from(deadline.as_micros().div_ceil(tick_us)).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// Per-instance state: WASI with no capabilities, the memory limiter and the
+/// current call's settings.
+struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    settings: Arc<Settings>,
+    logs: Arc<LogLimiter>,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::umbra::policy::types::Host for GuestState {}
+
+impl types::umbra::policy::host::Host for GuestState {
+    fn log(&mut self, level: types::Level, message: String) {
+        let level = match level {
+            types::Level::Debug => tracing::Level::DEBUG,
+            types::Level::Info => tracing::Level::INFO,
+            types::Level::Warn => tracing::Level::WARN,
+            types::Level::Error => tracing::Level::ERROR,
+        };
+        self.logs
+            .emit(level, truncate(&message, MAX_LOG_LINE_BYTES));
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+            })
+    }
+
+    fn setting(&mut self, name: String) -> Option<String> {
+        self.settings.get(&name).cloned()
+    }
+}
+
+/// Denies memory and table growth past the sandbox's limits and remembers
+/// that it did, so a failed call can be reported as out-of-memory.
+struct MemoryLimiter {
+    memory_limit_bytes: usize,
+    denied: bool,
+}
+
+/// Maximum table elements per instance; tables hold function references.
+const TABLE_LIMIT_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.memory_limit_bytes;
+        self.denied |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= TABLE_LIMIT_ELEMENTS;
+        self.denied |= !allowed;
+        Ok(allowed)
+    }
+}
+
+/// Export lookups resolved once at load time.
+struct Exports {
+    drift: Option<types::drift::GuestIndices>,
+    sequencer: Option<types::sequencer::GuestIndices>,
+    remediation: Option<types::remediation::GuestIndices>,
+}
+
+/// One live instance with its exports loaded.
+struct Instance {
+    store: Store<GuestState>,
+    drift: Option<types::drift::Guest>,
+    sequencer: Option<types::sequencer::Guest>,
+    remediation: Option<types::remediation::Guest>,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+}
+
+/// A policy implemented by a WebAssembly component.
+pub struct WasmPolicy {
+    name: String,
+    digest: String,
+    limits: SandboxLimits,
+    pre: InstancePre<GuestState>,
+    exports: Exports,
+    logs: Arc<LogLimiter>,
+    reused: Mutex<Option<Instance>>,
+}
+
+impl std::fmt::Debug for WasmPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmPolicy")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmPolicy {
+    /// Compiles and links a component. `name` identifies it in logs and errors.
+    pub fn load(name: &str, bytes: &[u8], limits: SandboxLimits) -> Result<Self, LoadError> {
+        let digest = super::digest(bytes);
+        let component = compile(name, &digest, bytes)?;
+
+        let mut linker: Linker<GuestState> = Linker::new(shared_engine());
+        let link = |source| LoadError::Link {
+            name: name.to_owned(),
+            source,
+        };
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
+        types::Policy::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
+            .map_err(link)?;
+        let pre = linker.instantiate_pre(&component).map_err(link)?;
+
+        let exports = Exports {
+            drift: types::drift::GuestIndices::new(&pre).ok(),
+            sequencer: types::sequencer::GuestIndices::new(&pre).ok(),
+            remediation: types::remediation::GuestIndices::new(&pre).ok(),
+        };
+        if exports.drift.is_none() && exports.sequencer.is_none() && exports.remediation.is_none() {
+            return Err(LoadError::NoDecision {
+                name: name.to_owned(),
+            });
+        }
+        let logs = Arc::new(LogLimiter::new(name, limits.log_lines_per_second));
+        let policy = Self {
+            name: name.to_owned(),
+            digest,
+            limits,
+            pre,
+            exports,
+            logs,
+            reused: Mutex::new(None),
+        };
+
+        // Instantiating checks the exports' function types against the
+        // contract, so a component built for another version of the WIT is
+        // rejected now rather than at its first decision. Start-up code gets
+        // a generous deadline; the instance is kept for reuse.
+        let instance = policy
+            .instantiate(&Arc::default(), STARTUP_DEADLINE)
+            .map_err(|source| LoadError::Incompatible {
+                name: name.to_owned(),
+                source,
+            })?;
+        if policy.limits.reuse_instances {
+            *policy.reused.lock().unwrap_or_else(PoisonError::into_inner) = Some(instance);
+        }
+        Ok(policy)
+    }
+
+    /// Returns the policy's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Returns `sha256:` and the hex digest of the component's bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Returns whether the component exports `decision`.
+    pub fn implements(&self, decision: Decision) -> bool {
+        match decision {
+            Decision::Drift => self.exports.drift.is_some(),
+            Decision::Sequencer => self.exports.sequencer.is_some(),
+            Decision::Remediation => self.exports.remediation.is_some(),
+        }
+    }
+
+    /// Runs the drift decision.
+    pub fn assess(
+        &self,
+        settings: &Arc<Settings>,
+        asset: &AssetStatus,
+        comparisons: &[Comparison],
+    ) -> Result<DriftAssessment, PolicyError> {
+        self.call(Decision::Drift, settings, |instance| {
+            match &instance.drift {
+                Some(guest) => guest
+                    .call_assess(&mut instance.store, asset, comparisons)
+                    .map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Runs the sequencer decision.
+    pub fn next_plan(
+        &self,
+        settings: &Arc<Settings>,
+        asset: &AssetStatus,
+        profiles: &[ProfileInfo],
+    ) -> Result<Option<LoadPlan>, PolicyError> {
+        self.call(Decision::Sequencer, settings, |instance| {
+            match &instance.sequencer {
+                Some(guest) => guest
+                    .call_next_plan(&mut instance.store, asset, profiles)
+                    .map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Runs the remediation decision.
+    pub fn decide(
+        &self,
+        settings: &Arc<Settings>,
+        service: &ServiceStatus,
+        assets: &[AssetStatus],
+    ) -> Result<Vec<Action>, PolicyError> {
+        self.call(
+            Decision::Remediation,
+            settings,
+            |instance| match &instance.remediation {
+                Some(guest) => guest
+                    .call_decide(&mut instance.store, service, assets)
+                    .map(Some),
+                None => Ok(None),
+            },
+        )
+    }
+
+    /// Runs `body` on an instance under the call's deadline. `body` returns
+    /// none when the instance lacks the export.
+    fn call<R>(
+        &self,
+        decision: Decision,
+        settings: &Arc<Settings>,
+        body: impl FnOnce(&mut Instance) -> wasmtime::Result<Option<R>>,
+    ) -> Result<R, PolicyError> {
+        if !self.implements(decision) {
+            return Err(PolicyError::NotImplemented {
+                policy: self.name.clone(),
+                decision,
+            });
+        }
+        let mut slot = self.reused.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut instance = match slot.take() {
+            Some(instance) => instance,
+            None => self
+                .instantiate(settings, self.limits.deadline())
+                .map_err(|error| self.classify(decision, None, error))?,
+        };
+        instance.store.data_mut().settings = Arc::clone(settings);
+        instance
+            .store
+            .set_epoch_deadline(deadline_ticks(self.limits.deadline()));
+
+        let result = body(&mut instance);
+        self.drain_output(&instance);
+
+        match result {
+            Ok(Some(value)) => {
+                if self.limits.reuse_instances {
+                    *slot = Some(instance);
+                }
+                Ok(value)
+            }
+            Ok(None) => Err(PolicyError::NotImplemented {
+                policy: self.name.clone(),
+                decision,
+            }),
+            Err(error) => Err(self.classify(decision, Some(&instance), error)),
+        }
+    }
+
+    fn instantiate(
+        &self,
+        settings: &Arc<Settings>,
+        deadline: Duration,
+    ) -> wasmtime::Result<Instance> {
+        let stdout = CapturedOutput::default();
+        let stderr = CapturedOutput::default();
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                memory_limit_bytes: self.limits.memory_limit_bytes,
+                denied: false,
+            },
+            settings: Arc::clone(settings),
+            logs: Arc::clone(&self.logs),
+        };
+        let mut store = Store::new(shared_engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(deadline_ticks(deadline));
+        store.epoch_deadline_trap();
+
+        let instance = self.pre.instantiate(&mut store)?;
+        let drift = self
+            .exports
+            .drift
+            .as_ref()
+            .map(|e| e.load(&mut store, &instance))
+            .transpose()?;
+        let sequencer = self
+            .exports
+            .sequencer
+            .as_ref()
+            .map(|e| e.load(&mut store, &instance))
+            .transpose()?;
+        let remediation = self
+            .exports
+            .remediation
+            .as_ref()
+            .map(|e| e.load(&mut store, &instance))
+            .transpose()?;
+        Ok(Instance {
+            store,
+            drift,
+            sequencer,
+            remediation,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn drain_output(&self, instance: &Instance) {
+        let (bytes, dropped) = instance.stdout.take();
+        self.logs.emit_output("stdout", &bytes, dropped);
+        let (bytes, dropped) = instance.stderr.take();
+        self.logs.emit_output("stderr", &bytes, dropped);
+    }
+
+    fn classify(
+        &self,
+        decision: Decision,
+        instance: Option<&Instance>,
+        error: wasmtime::Error,
+    ) -> PolicyError {
+        let policy = self.name.clone();
+        if instance.is_some_and(|instance| instance.store.data().limiter.denied) {
+            return PolicyError::OutOfMemory {
+                policy,
+                decision,
+                limit_bytes: self.limits.memory_limit_bytes,
+            };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return PolicyError::Timeout {
+                policy,
+                decision,
+                deadline: self.limits.deadline(),
+            };
+        }
+        PolicyError::Trap {
+            policy,
+            decision,
+            source: error,
+        }
+    }
+}
