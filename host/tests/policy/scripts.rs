@@ -1,0 +1,213 @@
+//! Rhai policies and thresholds scripts, well-behaved and hostile.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use umbra_host::policy::types::{AssetKind, DriftLevel};
+use umbra_host::policy::{
+    self, LoadError, MemoryEvents, PolicyConfig, PolicyEvent, PolicyRuntime, PolicySource,
+    SandboxLimits,
+};
+
+use crate::common::{asset, profiles, service, sixteen_comparisons};
+
+const DEADLINE_MS: u64 = 20;
+
+fn script_file(source: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".rhai")
+        .tempfile()
+        .expect("temporary file");
+    file.write_all(source.as_bytes()).expect("write script");
+    file
+}
+
+fn script_runtime(source: &str) -> (PolicyRuntime, Arc<MemoryEvents>, tempfile::NamedTempFile) {
+    let file = script_file(source);
+    let sandbox = SandboxLimits {
+        deadline_ms: DEADLINE_MS,
+        ..SandboxLimits::default()
+    };
+    let config = PolicyConfig {
+        thresholds: None,
+        sandbox,
+        ..PolicyConfig::default()
+    };
+    let loaded = policy::load_file(file.path(), &config.sandbox).expect("script loads");
+    let events = Arc::new(MemoryEvents::default());
+    let runtime = PolicyRuntime::for_policy(
+        loaded,
+        PolicySource(file.path().to_owned()),
+        None,
+        &config,
+        events.clone(),
+    )
+    .expect("runtime");
+    (runtime, events, file)
+}
+
+const GOOD_SCRIPT: &str = r#"
+fn assess(asset, comparisons) {
+    let tolerance = parse_float(setting("drift.tolerance") ?? "0.1");
+    let reasons = [];
+    for c in comparisons {
+        if c.p_value < 0.01 && c.relative_change > tolerance { reasons.push(c.metric); }
+    }
+    let score = if reasons.len() > 0 { 0.7 } else { 0.0 };
+    let level = if reasons.len() > 0 { "Moderate" } else { "None" };
+    #{ score: score, level: level, reasons: reasons }
+}
+fn next_plan(asset, profiles) {
+    if asset.drift == () { return (); }
+    #{ profile: "peak", duration_ms: 0, reason: "script" }
+}
+fn decide(service, assets) {
+    [#{ Hold: "script holds" }]
+}
+"#;
+
+#[test]
+fn script_makes_all_three_decisions() {
+    let (runtime, events, _file) = script_runtime(GOOD_SCRIPT);
+    let status = asset(AssetKind::Process);
+
+    let drift = runtime.assess_drift(&status, &sixteen_comparisons());
+    let plan = runtime.next_plan(&status, &profiles());
+    let actions = runtime.remediate(&service(), &[status]);
+
+    assert!(drift.error.is_none(), "{:?}", drift.error);
+    assert_eq!(drift.value.level, DriftLevel::Moderate);
+    assert_eq!(drift.value.reasons, vec!["latency_p99_seconds".to_owned()]);
+    assert!(plan.error.is_none(), "{:?}", plan.error);
+    assert_eq!(plan.value, None);
+    assert!(actions.error.is_none(), "{:?}", actions.error);
+    assert_eq!(actions.value.len(), 1);
+    assert!(events.snapshot().is_empty());
+}
+
+#[test]
+fn hostile_scripts_fall_back() {
+    let cases = [
+        ("endless loop", "fn assess(a, c) { loop { } }", "timeout"),
+        (
+            "deep recursion",
+            "fn down(n) { down(n + 1) } fn assess(a, c) { down(0) }",
+            "script",
+        ),
+        (
+            "huge string",
+            r#"fn assess(a, c) { let s = "xxxxxxxx"; loop { s += s; } }"#,
+            "script",
+        ),
+        (
+            "huge array",
+            r#"fn assess(a, c) { let r = [0]; loop { r += r; } }"#,
+            "script",
+        ),
+        (
+            "nan score",
+            r#"fn assess(a, c) { #{ score: 0.0 / 0.0, level: "None", reasons: [] } }"#,
+            "invalid_output",
+        ),
+        (
+            "wrong shape",
+            r#"fn assess(a, c) { "drifting" }"#,
+            "invalid_output",
+        ),
+        (
+            "raised error",
+            r#"fn assess(a, c) { throw "policy gave up" }"#,
+            "script",
+        ),
+        (
+            "print flood",
+            r#"fn assess(a, c) { loop { print("flood"); } }"#,
+            "timeout",
+        ),
+    ];
+    for (name, source, kind) in cases {
+        let (runtime, events, _file) = script_runtime(source);
+
+        let started = Instant::now();
+        let outcome = runtime.assess_drift(&asset(AssetKind::Process), &sixteen_comparisons());
+        let elapsed = started.elapsed();
+
+        let error = outcome
+            .error
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: expected an error"));
+        assert_eq!(error.kind(), kind, "{name}: {error}");
+        assert!(
+            elapsed < Duration::from_millis(DEADLINE_MS + 150),
+            "{name}: took {elapsed:?}"
+        );
+        assert_eq!(events.snapshot().len(), 1, "{name}: one policy-error event");
+    }
+}
+
+#[test]
+fn unparsable_script_is_rejected_at_load() {
+    let file = script_file("fn assess(asset, comparisons) { let x = ; }");
+
+    let error = policy::load_file(file.path(), &SandboxLimits::default()).expect_err("parse error");
+
+    assert!(matches!(error, LoadError::Script { .. }), "{error}");
+}
+
+#[test]
+fn script_without_decision_is_rejected() {
+    let file = script_file("fn assess(asset, comparisons) { () }");
+    let config = PolicyConfig {
+        drift: PolicySource(file.path().to_owned()),
+        sequencer: PolicySource(file.path().to_owned()),
+        ..PolicyConfig::default()
+    };
+
+    let error = PolicyRuntime::new(&config, Arc::new(MemoryEvents::default()))
+        .expect_err("missing next_plan");
+
+    let message = error.to_string();
+    assert!(
+        message.contains("fn next_plan(asset, profiles)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn failing_thresholds_script_keeps_configured_settings() {
+    let file = script_file("fn thresholds(asset) { throw \"broken\" }");
+    let mut config = PolicyConfig {
+        thresholds: Some(PolicySource(file.path().to_owned())),
+        ..PolicyConfig::default()
+    };
+    config
+        .settings
+        .insert("drift.tolerance".to_owned(), "0.2".to_owned());
+    let events = Arc::new(MemoryEvents::default());
+    let runtime = PolicyRuntime::new(&config, events.clone()).expect("runtime");
+
+    let settings = runtime.settings_for(&asset(AssetKind::Process));
+
+    assert_eq!(
+        settings.get("drift.tolerance").map(String::as_str),
+        Some("0.2")
+    );
+    assert!(
+        matches!(events.snapshot().as_slice(), [PolicyEvent::PolicyError { kind, .. }] if kind == "script")
+    );
+}
+
+#[test]
+fn thresholds_script_without_function_is_rejected() {
+    let file = script_file("let x = 1;");
+    let config = PolicyConfig {
+        thresholds: Some(PolicySource(file.path().to_owned())),
+        ..PolicyConfig::default()
+    };
+
+    let error = PolicyRuntime::new(&config, Arc::new(MemoryEvents::default()))
+        .expect_err("no thresholds fn");
+
+    assert!(matches!(error, LoadError::NoThresholds { .. }), "{error}");
+}
