@@ -220,27 +220,26 @@ fn check_drift(actual: &crate::DriftAssessment, expect: &serde_json::Value) -> R
             let _ = write!(problems, "level is {actual_level}, expected {level}; ");
         }
     }
-    if let Some(min) = expect.get("score_min").and_then(serde_json::Value::as_f64) {
-        if actual.score.is_nan() || actual.score < min {
-            let _ = write!(problems, "score {} is below {min}; ", actual.score);
-        }
+    if let Some(min) = expect.get("score_min").and_then(serde_json::Value::as_f64)
+        && (actual.score.is_nan() || actual.score < min)
+    {
+        let _ = write!(problems, "score {} is below {min}; ", actual.score);
     }
-    if let Some(max) = expect.get("score_max").and_then(serde_json::Value::as_f64) {
-        if actual.score.is_nan() || actual.score > max {
-            let _ = write!(problems, "score {} is above {max}; ", actual.score);
-        }
+    if let Some(max) = expect.get("score_max").and_then(serde_json::Value::as_f64)
+        && (actual.score.is_nan() || actual.score > max)
+    {
+        let _ = write!(problems, "score {} is above {max}; ", actual.score);
     }
     if let Some(needle) = expect
         .get("reason_contains")
         .and_then(serde_json::Value::as_str)
+        && !actual.reasons.iter().any(|reason| reason.contains(needle))
     {
-        if !actual.reasons.iter().any(|reason| reason.contains(needle)) {
-            let _ = write!(
-                problems,
-                "no reason contains `{needle}` (reasons: {:?}); ",
-                actual.reasons
-            );
-        }
+        let _ = write!(
+            problems,
+            "no reason contains `{needle}` (reasons: {:?}); ",
+            actual.reasons
+        );
     }
     finish(problems)
 }

@@ -1,1 +1,4 @@
+//! End-to-end tests of the `umbra` binary.
 
+mod common;
+mod policy_cli;

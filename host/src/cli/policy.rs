@@ -65,10 +65,9 @@ fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
         "check",
         &std::fs::read_to_string(&file).unwrap_or_default(),
         SandboxLimits::default(),
-    ) {
-        if script.has_thresholds() {
-            println!("thresholds: yes");
-        }
+    ) && script.has_thresholds()
+    {
+        println!("thresholds: yes");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -116,24 +116,24 @@ pub(crate) fn check(decision: Decision, actual: &Value, expect: &Value) -> Vec<S
     let mut problems = Vec::new();
     match decision {
         Decision::Drift => {
-            if let Some(level) = expect.get("level") {
-                if actual.get("level") != Some(level) {
-                    problems.push(format!("level is {}, expected {level}", actual["level"]));
-                }
+            if let Some(level) = expect.get("level")
+                && actual.get("level") != Some(level)
+            {
+                problems.push(format!("level is {}, expected {level}", actual["level"]));
             }
             let score = actual
                 .get("score")
                 .and_then(Value::as_f64)
                 .unwrap_or(f64::NAN);
-            if let Some(min) = expect.get("score_min").and_then(Value::as_f64) {
-                if score.is_nan() || score < min {
-                    problems.push(format!("score {score} is below {min}"));
-                }
+            if let Some(min) = expect.get("score_min").and_then(Value::as_f64)
+                && (score.is_nan() || score < min)
+            {
+                problems.push(format!("score {score} is below {min}"));
             }
-            if let Some(max) = expect.get("score_max").and_then(Value::as_f64) {
-                if score.is_nan() || score > max {
-                    problems.push(format!("score {score} is above {max}"));
-                }
+            if let Some(max) = expect.get("score_max").and_then(Value::as_f64)
+                && (score.is_nan() || score > max)
+            {
+                problems.push(format!("score {score} is above {max}"));
             }
             if let Some(needle) = expect.get("reason_contains").and_then(Value::as_str) {
                 let reasons = actual
@@ -152,10 +152,10 @@ pub(crate) fn check(decision: Decision, actual: &Value, expect: &Value) -> Vec<S
         }
         Decision::Sequencer => {
             let profile = actual.get("profile").cloned().unwrap_or(Value::Null);
-            if let Some(expected) = expect.get("profile") {
-                if &profile != expected {
-                    problems.push(format!("profile is {profile}, expected {expected}"));
-                }
+            if let Some(expected) = expect.get("profile")
+                && &profile != expected
+            {
+                problems.push(format!("profile is {profile}, expected {expected}"));
             }
         }
         Decision::Remediation => {

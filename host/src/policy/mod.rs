@@ -22,7 +22,7 @@
 //!
 //! let events = Arc::new(MemoryEvents::default());
 //! let runtime = PolicyRuntime::new(&PolicyConfig::default(), events)?;
-//! # let (asset, comparisons) = unimplemented!();
+//! # let (asset, comparisons): (umbra_host::policy::types::AssetStatus, Vec<umbra_host::policy::types::Comparison>) = unimplemented!();
 //! let outcome = runtime.assess_drift(&asset, &comparisons);
 //! println!("drift {:.2} from {}", outcome.value.score, outcome.digest);
 //! # Ok::<(), umbra_host::policy::LoadError>(())

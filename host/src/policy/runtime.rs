@@ -351,11 +351,11 @@ impl PolicyRuntime {
             };
             let mut slot = slot.write().unwrap_or_else(PoisonError::into_inner);
             slot.stamp = now;
-            if let Some(policy) = candidate {
-                if require(&*policy, decision).is_ok() {
-                    slot.policy = policy;
-                    replaced += 1;
-                }
+            if let Some(policy) = candidate
+                && require(&*policy, decision).is_ok()
+            {
+                slot.policy = policy;
+                replaced += 1;
             }
         }
         replaced + self.reload_thresholds()

@@ -273,6 +273,7 @@ fn to_dynamic<T: Serialize + ?Sized>(value: &T) -> Dynamic {
 
 fn sandboxed_engine(limits: &SandboxLimits, logs: &Arc<LogLimiter>) -> Engine {
     let mut engine = Engine::new();
+    engine.set_optimization_level(rhai::OptimizationLevel::Full);
     engine.set_max_operations(limits.rhai_max_operations);
     engine.set_max_call_levels(32);
     engine.set_max_expr_depths(64, 32);

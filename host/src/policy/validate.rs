@@ -73,13 +73,13 @@ pub fn actions(actions: &[Action], assets: &[AssetStatus]) -> Result<(), String>
     for action in actions {
         match action {
             Action::Notify(notice) => {
-                if let Some(asset) = &notice.asset {
-                    if !known(asset) {
-                        return Err(format!(
-                            "notice names unknown asset `{}`",
-                            truncate_for_message(asset)
-                        ));
-                    }
+                if let Some(asset) = &notice.asset
+                    && !known(asset)
+                {
+                    return Err(format!(
+                        "notice names unknown asset `{}`",
+                        truncate_for_message(asset)
+                    ));
                 }
                 check_text("message", &notice.message)?;
             }

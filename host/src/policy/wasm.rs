@@ -34,16 +34,43 @@ const STARTUP_DEADLINE: Duration = Duration::from_millis(500);
 /// runtimes in one process). Older entries are evicted past this count.
 const COMPILE_CACHE_ENTRIES: usize = 16;
 
+/// Largest linear memory any policy may be configured for; the pooling
+/// allocator reserves this much address space per slot.
+pub const MAX_MEMORY_LIMIT_BYTES: usize = 256 << 20;
+
+/// Instance slots of the pooling allocator: live policy instances at once.
+const POOL_INSTANCES: u32 = 128;
+
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    if pooling {
+        // Pooled slots make a fresh instance cheap: no mmap and munmap of
+        // linear memory per call. A Rust component has a few core instances,
+        // memories and tables per component instance.
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 8)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 8)
+            .max_memory_size(MAX_MEMORY_LIMIT_BYTES);
+        config.memory_reservation(MAX_MEMORY_LIMIT_BYTES as u64);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
 /// Returns the process-wide engine, starting its epoch ticker on first use.
 fn shared_engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        // NOTE: a component that still fails to build with this config is
-        // rejected at load time; the config itself is static and valid.
-        let engine = Engine::new(&config).unwrap_or_else(|error| panic!("invalid static wasmtime config: {error:#}"));
+        let engine = Engine::new(&engine_config(true)).unwrap_or_else(|error| {
+            // Pooling reserves address space up front; a host with a small
+            // address-space limit refuses it, and on-demand allocation works.
+            tracing::warn!(%error, "pooling instance allocator unavailable, instantiating on demand");
+            Engine::new(&engine_config(false)).unwrap_or_else(|error| panic!("invalid static wasmtime config: {error:#}"))
+        });
         let weak = engine.weak();
         let spawned = std::thread::Builder::new().name("umbra-epoch".to_owned()).spawn(move || {
             while let Some(engine) = weak.upgrade() {

@@ -211,3 +211,43 @@ fn thresholds_script_without_function_is_rejected() {
 
     assert!(matches!(error, LoadError::NoThresholds { .. }), "{error}");
 }
+
+#[test]
+fn example_drift_script_agrees_with_default_policy() {
+    let path = crate::common::repo_root().join("policies/examples/drift.rhai");
+    let script = policy::load_file(&path, &SandboxLimits::default()).expect("example script loads");
+    let fixtures = crate::common::repo_root().join("policies/default/fixtures");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(fixtures).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        let case =
+            umbra_host::policy::Case::parse(&std::fs::read_to_string(&path).expect("fixture"))
+                .expect("case");
+        if case.decision != umbra_host::policy::Decision::Drift {
+            continue;
+        }
+        let config = PolicyConfig {
+            thresholds: None,
+            settings: case.settings.clone(),
+            ..PolicyConfig::default()
+        };
+        let runtime = PolicyRuntime::for_policy(
+            script.clone(),
+            PolicySource(path.clone()),
+            None,
+            &config,
+            Arc::new(MemoryEvents::default()),
+        )
+        .expect("runtime");
+        let result = case.run(&runtime).expect("case runs");
+        assert_eq!(result.policy_error, None, "{}", path.display());
+        assert!(
+            result.mismatches.is_empty(),
+            "{}: {:?}",
+            path.display(),
+            result.mismatches
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} drift fixtures");
+}

@@ -11,16 +11,17 @@ impl umbra_guest::Sequencer for DefaultPolicy {
             .as_ref()
             .map_or(DriftLevel::None, |drift| drift.level);
 
-        if asset.version_status == VersionStatus::Candidate && !asset.peak_passed {
-            if let Some(peak) = first_of_kind(&profiles, ProfileKind::Peak) {
-                return Some(plan(
-                    peak,
-                    format!(
-                        "version {} needs a peak run to become known-good",
-                        asset.version
-                    ),
-                ));
-            }
+        if asset.version_status == VersionStatus::Candidate
+            && !asset.peak_passed
+            && let Some(peak) = first_of_kind(&profiles, ProfileKind::Peak)
+        {
+            return Some(plan(
+                peak,
+                format!(
+                    "version {} needs a peak run to become known-good",
+                    asset.version
+                ),
+            ));
         }
 
         if level == DriftLevel::Significant {
@@ -36,13 +37,13 @@ impl umbra_guest::Sequencer for DefaultPolicy {
             }
         }
 
-        if level == DriftLevel::Moderate {
-            if let Some(peak) = first_of_kind(&profiles, ProfileKind::Peak) {
-                return Some(plan(
-                    peak,
-                    "moderate drift: checking behaviour under peak load".to_owned(),
-                ));
-            }
+        if level == DriftLevel::Moderate
+            && let Some(peak) = first_of_kind(&profiles, ProfileKind::Peak)
+        {
+            return Some(plan(
+                peak,
+                "moderate drift: checking behaviour under peak load".to_owned(),
+            ));
         }
 
         first_of_kind(&profiles, ProfileKind::Normal)
