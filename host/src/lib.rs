@@ -5,4 +5,6 @@
 //! comparison, and rolls the live asset back when its shadow fails. Every
 //! decision is delegated to a sandboxed [`policy`].
 
+pub mod analysis;
+pub mod confidence;
 pub mod policy;
