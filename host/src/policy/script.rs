@@ -271,6 +271,37 @@ fn to_dynamic<T: Serialize + ?Sized>(value: &T) -> Dynamic {
     rhai::serde::to_dynamic(value).unwrap_or(Dynamic::UNIT)
 }
 
+/// Converts a comparison to a Rhai map with the same shape as its serde form.
+/// Built by hand because comparisons are the bulk of a drift call's input and
+/// the serde path costs several times more.
+fn comparison_to_dynamic(comparison: &Comparison) -> Dynamic {
+    let summary = |summary: &super::types::Summary| {
+        let mut map = rhai::Map::new();
+        map.insert("count".into(), Dynamic::from_int(rhai::INT::from(summary.count)));
+        map.insert("median".into(), Dynamic::from_float(summary.median));
+        map.insert("mean".into(), Dynamic::from_float(summary.mean));
+        map.insert("p90".into(), Dynamic::from_float(summary.p90));
+        map.insert("min".into(), Dynamic::from_float(summary.min));
+        map.insert("max".into(), Dynamic::from_float(summary.max));
+        Dynamic::from_map(map)
+    };
+    let direction = match comparison.direction {
+        super::types::Direction::HigherIsWorse => "HigherIsWorse",
+        super::types::Direction::LowerIsWorse => "LowerIsWorse",
+        super::types::Direction::Either => "Either",
+    };
+    let mut map = rhai::Map::new();
+    map.insert("metric".into(), Dynamic::from(comparison.metric.clone()));
+    map.insert("live".into(), summary(&comparison.live));
+    map.insert("shadow".into(), summary(&comparison.shadow));
+    map.insert("relative_change".into(), Dynamic::from_float(comparison.relative_change));
+    map.insert("hl_shift".into(), Dynamic::from_float(comparison.hl_shift));
+    map.insert("p_value".into(), Dynamic::from_float(comparison.p_value));
+    map.insert("noise_floor".into(), Dynamic::from_float(comparison.noise_floor));
+    map.insert("direction".into(), Dynamic::from(direction));
+    Dynamic::from_map(map)
+}
+
 fn sandboxed_engine(limits: &SandboxLimits, logs: &Arc<LogLimiter>) -> Engine {
     let mut engine = Engine::new();
     engine.set_optimization_level(rhai::OptimizationLevel::Full);
@@ -320,4 +351,30 @@ fn sandboxed_engine(limits: &SandboxLimits, logs: &Arc<LogLimiter>) -> Engine {
             })
     });
     engine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::types::{Direction, Summary};
+
+    #[test]
+    fn comparison_map_matches_serde_form() {
+        let summary = Summary { count: 3, median: 1.0, mean: 1.5, p90: 2.0, min: 0.5, max: 2.5 };
+        let comparison = Comparison {
+            metric: "latency".to_owned(),
+            live: summary,
+            shadow: summary,
+            relative_change: 0.25,
+            hl_shift: 0.1,
+            p_value: 0.04,
+            noise_floor: 0.02,
+            direction: Direction::LowerIsWorse,
+        };
+
+        let by_hand = comparison_to_dynamic(&comparison);
+        let by_serde = to_dynamic(&comparison);
+
+        assert_eq!(by_hand.to_string(), by_serde.to_string());
+    }
 }
