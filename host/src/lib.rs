@@ -7,4 +7,5 @@
 
 pub mod analysis;
 pub mod confidence;
+pub mod load;
 pub mod policy;

@@ -110,10 +110,11 @@ impl ScriptPolicy {
         asset: &AssetStatus,
         comparisons: &[Comparison],
     ) -> Result<DriftAssessment, PolicyError> {
+        let comparisons: rhai::Array = comparisons.iter().map(comparison_to_dynamic).collect();
         let result = self.call(
             Decision::Drift,
             settings,
-            (to_dynamic(asset), to_dynamic(comparisons)),
+            (to_dynamic(asset), Dynamic::from_array(comparisons)),
         )?;
         self.parse(Decision::Drift, &result)
     }
@@ -277,7 +278,10 @@ fn to_dynamic<T: Serialize + ?Sized>(value: &T) -> Dynamic {
 fn comparison_to_dynamic(comparison: &Comparison) -> Dynamic {
     let summary = |summary: &super::types::Summary| {
         let mut map = rhai::Map::new();
-        map.insert("count".into(), Dynamic::from_int(rhai::INT::from(summary.count)));
+        map.insert(
+            "count".into(),
+            Dynamic::from_int(rhai::INT::from(summary.count)),
+        );
         map.insert("median".into(), Dynamic::from_float(summary.median));
         map.insert("mean".into(), Dynamic::from_float(summary.mean));
         map.insert("p90".into(), Dynamic::from_float(summary.p90));
@@ -294,10 +298,16 @@ fn comparison_to_dynamic(comparison: &Comparison) -> Dynamic {
     map.insert("metric".into(), Dynamic::from(comparison.metric.clone()));
     map.insert("live".into(), summary(&comparison.live));
     map.insert("shadow".into(), summary(&comparison.shadow));
-    map.insert("relative_change".into(), Dynamic::from_float(comparison.relative_change));
+    map.insert(
+        "relative_change".into(),
+        Dynamic::from_float(comparison.relative_change),
+    );
     map.insert("hl_shift".into(), Dynamic::from_float(comparison.hl_shift));
     map.insert("p_value".into(), Dynamic::from_float(comparison.p_value));
-    map.insert("noise_floor".into(), Dynamic::from_float(comparison.noise_floor));
+    map.insert(
+        "noise_floor".into(),
+        Dynamic::from_float(comparison.noise_floor),
+    );
     map.insert("direction".into(), Dynamic::from(direction));
     Dynamic::from_map(map)
 }
@@ -360,7 +370,14 @@ mod tests {
 
     #[test]
     fn comparison_map_matches_serde_form() {
-        let summary = Summary { count: 3, median: 1.0, mean: 1.5, p90: 2.0, min: 0.5, max: 2.5 };
+        let summary = Summary {
+            count: 3,
+            median: 1.0,
+            mean: 1.5,
+            p90: 2.0,
+            min: 0.5,
+            max: 2.5,
+        };
         let comparison = Comparison {
             metric: "latency".to_owned(),
             live: summary,
