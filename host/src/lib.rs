@@ -1,1 +1,4 @@
 //! Umbra host library.
+
+pub mod ingest;
+pub mod store;

@@ -1,0 +1,81 @@
+//! Group commit: one writer thread takes every pending append off a queue, writes them as one
+//! head record, flushes sled once, and only then acknowledges each of them. Many small
+//! appends share one fsync, so durable acknowledgement stays cheap per sample.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use tokio::sync::oneshot;
+
+use super::db::Shared;
+use super::error::StoreError;
+use super::head::encode_record;
+use super::sample::{Sample, SeriesSamples};
+
+/// One append waiting for the writer.
+pub(crate) struct PendingAppend {
+    pub(crate) batch: Vec<SeriesSamples>,
+    pub(crate) done: oneshot::Sender<Result<usize, Arc<StoreError>>>,
+}
+
+/// Runs the writer loop until every sender is dropped.
+pub(crate) fn run_writer(shared: Arc<Shared>, queue: Receiver<PendingAppend>) {
+    let max_samples = shared.config.max_commit_samples.max(1);
+    while let Ok(first) = queue.recv() {
+        let mut samples = count(&first.batch);
+        let mut group = vec![first];
+        while samples < max_samples {
+            match queue.try_recv() {
+                Ok(next) => {
+                    samples += count(&next.batch);
+                    group.push(next);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+
+        let result = commit_group(&shared, &group).map_err(Arc::new);
+        if let Err(error) = &result {
+            tracing::error!(error = %error, appends = group.len(), "group commit failed");
+        }
+        for append in group {
+            let outcome = match &result {
+                Ok(()) => Ok(count(&append.batch)),
+                Err(e) => Err(e.clone()),
+            };
+            // The caller may have given up waiting; its samples are durable all the same.
+            let _ = append.done.send(outcome);
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn count(batch: &[SeriesSamples]) -> usize {
+    batch.iter().map(|s| s.samples.len()).sum()
+}
+
+/// Writes one head record for the whole group, flushes, then applies it to the in-memory head.
+fn commit_group(shared: &Shared, group: &[PendingAppend]) -> Result<(), StoreError> {
+    let mut entries: Vec<(u64, Sample)> =
+        Vec::with_capacity(group.iter().map(|a| count(&a.batch)).sum());
+    for append in group {
+        for series in &append.batch {
+            let id = shared.registry.resolve(&series.labels)?;
+            entries.extend(series.samples.iter().map(|s| (id, *s)));
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+
+    let seq = shared
+        .next_seq
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    shared
+        .head_tree
+        .insert(seq.to_be_bytes(), encode_record(&entries))?;
+    shared.db.flush()?;
+
+    shared.head_write().apply(seq, &entries);
+    Ok(())
+}
