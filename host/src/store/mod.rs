@@ -51,5 +51,6 @@ pub use events::{Event, EventLog};
 pub use kv::KvTree;
 pub use query::{Aggregation, MAX_STEPS, RangeQuery, SeriesPoints};
 pub use sample::{Sample, SeriesSamples};
+pub(crate) use selector::parse_quoted as selector_parse_quoted;
 pub use selector::{MatchOp, Matcher, Selector};
 pub use series::{Labels, NAME_LABEL, is_label_name, is_metric_name};
