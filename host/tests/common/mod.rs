@@ -199,3 +199,11 @@ pub fn json_f64(value: &serde_json::Value) -> Option<f64> {
         _ => None,
     }
 }
+
+/// Sends GET and returns the body as text.
+pub async fn get_text(url: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let response = HttpClient::default()
+        .get(url, Duration::from_secs(10), 16 * 1024 * 1024)
+        .await?;
+    Ok(String::from_utf8(response.body.to_vec())?)
+}
