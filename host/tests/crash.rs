@@ -72,7 +72,7 @@ fn crash_child_writes_until_killed() -> Result<(), Box<dyn std::error::Error>> {
                     let index = next.fetch_add(1, Ordering::SeqCst);
                     store.append(batch(index))?;
                     println!("ACK {index}");
-                    if writer == 0 && index % 16 == 0 {
+                    if writer == 0 && index.is_multiple_of(16) {
                         store.compact(umbra_host::store::now_ms())?;
                     }
                 }

@@ -114,7 +114,7 @@ pub(crate) fn encode_record(entries: &[(u64, Sample)]) -> Vec<u8> {
 
 /// Decodes a head record written by [`encode_record`].
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<Vec<(u64, Sample)>, StoreError> {
-    if bytes.len() % ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(ENTRY_LEN) {
         return Err(corrupt(
             "head",
             format!("length `{}` is not a multiple of {ENTRY_LEN}", bytes.len()),
