@@ -300,3 +300,23 @@ async fn concurrent_appends_are_all_acknowledged() -> TestResult {
     assert!(found.iter().all(|s| s.points.len() == 50));
     Ok(())
 }
+
+#[test]
+fn large_append_avoids_unsynced_blob_files() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let samples: Vec<(i64, f64)> = (0..20_000).map(|i| (T0 + i, i as f64)).collect();
+    {
+        let store = Store::open(dir.path(), StoreConfig::default())?;
+        store.append(vec![series("big", &[], &samples)])?;
+    }
+    let blobs = std::fs::read_dir(dir.path().join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        blobs, 0,
+        "sled wrote head records as blob files, which it never fsyncs"
+    );
+    let store = Store::open(dir.path(), StoreConfig::default())?;
+    assert_eq!(points(&store, "big", &raw(T0, T0 + 20_000))?.len(), 20_000);
+    Ok(())
+}

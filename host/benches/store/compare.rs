@@ -25,7 +25,9 @@ impl Drop for Killed {
 }
 
 fn free_port() -> BenchResult<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn dir_bytes(path: &Path) -> u64 {
@@ -55,13 +57,17 @@ async fn wait_ready(client: &HttpClient, url: &str) -> BenchResult {
 }
 
 pub fn run(dir: &tempfile::TempDir, minutes: f64) -> BenchResult {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(compare(dir.path(), minutes))
 }
 
 async fn compare(dir: &Path, minutes: f64) -> BenchResult {
     let client = HttpClient::default();
-    let scrape_interval = std::env::var("UMBRA_BENCH_SCRAPE_INTERVAL").unwrap_or_else(|_| "1s".into());
+    let scrape_interval =
+        std::env::var("UMBRA_BENCH_SCRAPE_INTERVAL").unwrap_or_else(|_| "1s".into());
 
     let exporter_port = free_port()?;
     let exporter = Killed(
@@ -72,10 +78,18 @@ async fn compare(dir: &Path, minutes: f64) -> BenchResult {
             .spawn()
             .map_err(|e| format!("starting prometheus-node-exporter failed ({e}): apt-get install -y prometheus-node-exporter"))?,
     );
-    wait_ready(&client, &format!("http://127.0.0.1:{exporter_port}/metrics")).await?;
+    wait_ready(
+        &client,
+        &format!("http://127.0.0.1:{exporter_port}/metrics"),
+    )
+    .await?;
 
     let store = Store::open(dir.join("umbra"), StoreConfig::default())?;
-    let config = IngestConfig { listen: "127.0.0.1:0".parse()?, run_compactor: false, ..IngestConfig::default() };
+    let config = IngestConfig {
+        listen: "127.0.0.1:0".parse()?,
+        run_compactor: false,
+        ..IngestConfig::default()
+    };
     let server = serve(config, store.clone()).await?;
 
     let prometheus_port = free_port()?;
@@ -88,20 +102,27 @@ async fn compare(dir: &Path, minutes: f64) -> BenchResult {
     std::fs::write(dir.join("prometheus.yml"), yaml)?;
     let _prometheus = Killed(
         Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
             .arg(format!("--storage.tsdb.path={}", tsdb.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
             .arg("--web.enable-admin-api")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("starting prometheus failed ({e}): apt-get install -y prometheus"))?,
+            .map_err(|e| {
+                format!("starting prometheus failed ({e}): apt-get install -y prometheus")
+            })?,
     );
     let base = format!("http://127.0.0.1:{prometheus_port}");
     wait_ready(&client, &format!("{base}/-/ready")).await?;
     let started_ms = umbra_host::store::now_ms();
 
-    println!("\n## storage size against Prometheus TSDB: node exporter scraped every {scrape_interval} for {minutes} min");
+    println!(
+        "\n## storage size against Prometheus TSDB: node exporter scraped every {scrape_interval} for {minutes} min"
+    );
     tokio::time::sleep(Duration::from_secs_f64(minutes * 60.0)).await;
     drop(exporter);
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -112,21 +133,51 @@ async fn compare(dir: &Path, minutes: f64) -> BenchResult {
         move || store.compact(end_ms).and_then(|_| store.stats())
     })
     .await??;
-    let found = store.query(&Selector::parse(r#"{__name__=~".+"}"#)?, &RangeQuery { start_ms: started_ms - 60_000, end_ms, step: None })?;
+    let found = store.query(
+        &Selector::parse(r#"{__name__=~".+"}"#)?,
+        &RangeQuery {
+            start_ms: started_ms - 60_000,
+            end_ms,
+            step: None,
+        },
+    )?;
     let umbra_samples: usize = found.iter().map(|s| s.points.len()).sum();
-    let umbra_nan: usize = found.iter().map(|s| s.points.iter().filter(|p| p.value.is_nan()).count()).sum();
+    let umbra_nan: usize = found
+        .iter()
+        .map(|s| s.points.iter().filter(|p| p.value.is_nan()).count())
+        .sum();
 
     let window = format!("{}s", (end_ms - started_ms) / 1000 + 120);
     let count_query = format!("sum(count_over_time({{__name__=~\".+\"}}[{window}]))");
-    let url = format!("{base}/api/v1/query?query={}", form_urlencoded::byte_serialize(count_query.as_bytes()).collect::<String>());
-    let reply: serde_json::Value = serde_json::from_slice(&client.get(&url, Duration::from_secs(60), 64 << 20).await?.body)?;
-    let prometheus_samples: f64 = reply["data"]["result"][0]["value"][1].as_str().unwrap_or("0").parse()?;
+    let url = format!(
+        "{base}/api/v1/query?query={}",
+        form_urlencoded::byte_serialize(count_query.as_bytes()).collect::<String>()
+    );
+    let reply: serde_json::Value = serde_json::from_slice(
+        &client
+            .get(&url, Duration::from_secs(60), 64 << 20)
+            .await?
+            .body,
+    )?;
+    let prometheus_samples: f64 = reply["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or("0")
+        .parse()?;
 
     let snapshot = client
-        .send(hyper::Method::POST, &format!("{base}/api/v1/admin/tsdb/snapshot"), &[], bytes::Bytes::new(), Duration::from_secs(60), 1 << 20)
+        .send(
+            hyper::Method::POST,
+            &format!("{base}/api/v1/admin/tsdb/snapshot"),
+            &[],
+            bytes::Bytes::new(),
+            Duration::from_secs(60),
+            1 << 20,
+        )
         .await?;
     let snapshot: serde_json::Value = serde_json::from_slice(&snapshot.body)?;
-    let snapshot_dir = tsdb.join("snapshots").join(snapshot["data"]["name"].as_str().ok_or("snapshot failed")?);
+    let snapshot_dir = tsdb
+        .join("snapshots")
+        .join(snapshot["data"]["name"].as_str().ok_or("snapshot failed")?);
     let snapshot_bytes = dir_bytes(&snapshot_dir);
     let mut snapshot_chunk_bytes = 0;
     for block in std::fs::read_dir(&snapshot_dir)?.flatten() {
@@ -136,11 +187,29 @@ async fn compare(dir: &Path, minutes: f64) -> BenchResult {
     let umbra_dir_bytes = dir_bytes(&dir.join("umbra"));
     let per = |bytes: u64, samples: f64| bytes as f64 / samples.max(1.0);
     println!("series: {} in Umbra", stats.series);
-    println!("samples: {umbra_samples} in Umbra ({umbra_nan} of them NaN, such as stale markers), {prometheus_samples} counted by Prometheus (count_over_time skips stale markers)");
-    println!("Umbra compressed chunk values: {} bytes = {:.2} bytes/sample", stats.chunk_bytes, per(stats.chunk_bytes, umbra_samples as f64));
-    println!("Umbra sled directory after compaction: {umbra_dir_bytes} bytes = {:.2} bytes/sample", per(umbra_dir_bytes, umbra_samples as f64));
-    println!("Prometheus snapshot chunk files: {snapshot_chunk_bytes} bytes = {:.2} bytes/sample", per(snapshot_chunk_bytes, prometheus_samples));
-    println!("Prometheus snapshot block (chunks + index + meta): {snapshot_bytes} bytes = {:.2} bytes/sample", per(snapshot_bytes, prometheus_samples));
-    println!("Prometheus data directory incl. WAL: {} bytes", dir_bytes(&tsdb) - snapshot_bytes);
+    println!(
+        "samples: {umbra_samples} in Umbra ({umbra_nan} of them NaN, such as stale markers), {prometheus_samples} counted by Prometheus (count_over_time skips stale markers)"
+    );
+    println!(
+        "Umbra compressed chunk values: {} bytes = {:.2} bytes/sample",
+        stats.chunk_bytes,
+        per(stats.chunk_bytes, umbra_samples as f64)
+    );
+    println!(
+        "Umbra sled directory after compaction: {umbra_dir_bytes} bytes = {:.2} bytes/sample",
+        per(umbra_dir_bytes, umbra_samples as f64)
+    );
+    println!(
+        "Prometheus snapshot chunk files: {snapshot_chunk_bytes} bytes = {:.2} bytes/sample",
+        per(snapshot_chunk_bytes, prometheus_samples)
+    );
+    println!(
+        "Prometheus snapshot block (chunks + index + meta): {snapshot_bytes} bytes = {:.2} bytes/sample",
+        per(snapshot_bytes, prometheus_samples)
+    );
+    println!(
+        "Prometheus data directory incl. WAL: {} bytes",
+        dir_bytes(&tsdb) - snapshot_bytes
+    );
     Ok(())
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use umbra_host::store::{Aggregation, Labels, RangeQuery, Sample, Selector, SeriesSamples, Store, StoreConfig};
+use umbra_host::store::{
+    Aggregation, Labels, RangeQuery, Sample, Selector, SeriesSamples, Store, StoreConfig,
+};
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -31,9 +33,25 @@ fn main() -> BenchResult {
         .map(|m| m.parse::<f64>())
         .transpose()?;
 
-    println!("machine: {} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), cpu_model());
-    ingest_bench("large batches: 4 writers x 1000 series x 10 samples per append", 4, 10, 2_000_000)?;
-    ingest_bench("scrape-sized batches: 16 writers x 1000 series x 1 sample per append", 16, 1, 1_000_000)?;
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cpu_model()
+    );
+    ingest_bench(
+        "large batches: 4 writers x 1000 series x 10 samples per append",
+        4,
+        10,
+        2_000_000,
+    )?;
+    ingest_bench(
+        "scrape-sized batches: 16 writers x 1000 series x 1 sample per append",
+        16,
+        1,
+        1_000_000,
+    )?;
     query_bench()?;
     if let Some(minutes) = compare_minutes {
         compare::run(&bench_dir()?, minutes)?;
@@ -42,16 +60,30 @@ fn main() -> BenchResult {
 }
 
 fn bench_dir() -> BenchResult<tempfile::TempDir> {
-    let base = std::env::var_os("UMBRA_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("UMBRA_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     Ok(tempfile::tempdir_in(base)?)
 }
 
 /// Labels shaped like node exporter's: a metric name, `instance`, `job` and one or two more.
 fn node_like_labels(i: usize) -> Labels {
-    let metrics = ["node_cpu_seconds_total", "node_network_receive_bytes_total", "node_filesystem_avail_bytes", "node_disk_io_time_seconds_total"];
+    let metrics = [
+        "node_cpu_seconds_total",
+        "node_network_receive_bytes_total",
+        "node_filesystem_avail_bytes",
+        "node_disk_io_time_seconds_total",
+    ];
     let name = metrics[i % metrics.len()];
-    Labels::new(name, [("instance", "edge-1:9100".to_owned()), ("job", "node".to_owned()), ("device", format!("dev{}", i / metrics.len()))])
-        .unwrap_or_else(|e| panic!("{e}"))
+    Labels::new(
+        name,
+        [
+            ("instance", "edge-1:9100".to_owned()),
+            ("job", "node".to_owned()),
+            ("device", format!("dev{}", i / metrics.len())),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Node-exporter-like values: counters that grow by noisy amounts and gauges that wander.
@@ -64,7 +96,12 @@ fn node_like_value(series: usize, step: usize) -> f64 {
     }
 }
 
-fn ingest_bench(title: &str, writers: usize, samples_per_series: usize, total_samples: usize) -> BenchResult {
+fn ingest_bench(
+    title: &str,
+    writers: usize,
+    samples_per_series: usize,
+    total_samples: usize,
+) -> BenchResult {
     let mut rates = Vec::new();
     let mut per_cpu = Vec::new();
     let mut rss_peaks = Vec::new();
@@ -95,7 +132,12 @@ fn ingest_bench(title: &str, writers: usize, samples_per_series: usize, total_sa
                             .map(|(s, l)| SeriesSamples {
                                 labels: l.clone(),
                                 samples: (0..samples_per_series)
-                                    .map(|k| Sample::new(1_700_000_000_000 + ((step0 + k) as i64) * 15_000, node_like_value(s, step0 + k)))
+                                    .map(|k| {
+                                        Sample::new(
+                                            1_700_000_000_000 + ((step0 + k) as i64) * 15_000,
+                                            node_like_value(s, step0 + k),
+                                        )
+                                    })
                                     .collect(),
                             })
                             .collect();
@@ -122,10 +164,23 @@ fn ingest_bench(title: &str, writers: usize, samples_per_series: usize, total_sa
     }
 
     println!("\n## ingest, durable acknowledgement: {title}");
-    println!("samples per run: {}", appends_per_writer * writers * per_append);
-    println!("samples/s (wall clock), median of {RUNS}: {:.0}", median(&mut rates));
-    println!("samples per CPU-second of the whole process, median: {:.0}", median(&mut per_cpu));
-    println!("RSS while ingesting: median {:.1} MiB, peak {:.1} MiB (medians over runs)", median(&mut rss_medians) / 1048576.0, median(&mut rss_peaks) / 1048576.0);
+    println!(
+        "samples per run: {}",
+        appends_per_writer * writers * per_append
+    );
+    println!(
+        "samples/s (wall clock), median of {RUNS}: {:.0}",
+        median(&mut rates)
+    );
+    println!(
+        "samples per CPU-second of the whole process, median: {:.0}",
+        median(&mut per_cpu)
+    );
+    println!(
+        "RSS while ingesting: median {:.1} MiB, peak {:.1} MiB (medians over runs)",
+        median(&mut rss_medians) / 1048576.0,
+        median(&mut rss_peaks) / 1048576.0
+    );
     Ok(())
 }
 
@@ -138,15 +193,34 @@ fn query_bench() -> BenchResult {
         let points = (day / interval_ms) as usize;
         let labels = node_like_labels(0);
         for chunk in (0..points).collect::<Vec<_>>().chunks(10_000) {
-            let samples = chunk.iter().map(|&i| Sample::new(start + i as i64 * interval_ms, node_like_value(0, i))).collect();
-            store.append(vec![SeriesSamples { labels: labels.clone(), samples }])?;
+            let samples = chunk
+                .iter()
+                .map(|&i| Sample::new(start + i as i64 * interval_ms, node_like_value(0, i)))
+                .collect();
+            store.append(vec![SeriesSamples {
+                labels: labels.clone(),
+                samples,
+            }])?;
         }
         store.compact(start + day)?;
         let selector = Selector::parse(&labels.to_string())?;
 
-        println!("\n## query, one series, 24 h range, {points} samples ({label} interval), after compaction");
-        for (name, step) in [("raw samples", None), ("avg over 5 min steps", Some((300_000, Aggregation::Avg))), ("p99 over 5 min steps", Some((300_000, Aggregation::Quantile(0.99))))] {
-            let query = RangeQuery { start_ms: start, end_ms: start + day - 1, step };
+        println!(
+            "\n## query, one series, 24 h range, {points} samples ({label} interval), after compaction"
+        );
+        for (name, step) in [
+            ("raw samples", None),
+            ("avg over 5 min steps", Some((300_000, Aggregation::Avg))),
+            (
+                "p99 over 5 min steps",
+                Some((300_000, Aggregation::Quantile(0.99))),
+            ),
+        ] {
+            let query = RangeQuery {
+                start_ms: start,
+                end_ms: start + day - 1,
+                step,
+            };
             let mut times = Vec::new();
             for _ in 0..51 {
                 let t = Instant::now();
@@ -188,13 +262,25 @@ fn spawn_rss_sampler(running: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u6
 
 pub(crate) fn rss_bytes(status: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(status).ok()?;
-    let kib: u64 = text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }

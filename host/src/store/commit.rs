@@ -18,6 +18,10 @@ pub(crate) struct PendingAppend {
     pub(crate) done: oneshot::Sender<Result<usize, Arc<StoreError>>>,
 }
 
+/// Most entries in one head record: 4096 × 24 bytes = 96 KiB, below sled's 128 KiB blob
+/// threshold.
+const MAX_RECORD_ENTRIES: usize = 4096;
+
 /// Runs the writer loop until every sender is dropped.
 pub(crate) fn run_writer(shared: Arc<Shared>, queue: Receiver<PendingAppend>) {
     let max_samples = shared.config.max_commit_samples.max(1);
@@ -68,14 +72,29 @@ fn commit_group(shared: &Shared, group: &[PendingAppend]) -> Result<(), StoreErr
         return Ok(());
     }
 
-    let seq = shared
-        .next_seq
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    shared
-        .head_tree
-        .insert(seq.to_be_bytes(), encode_record(&entries))?;
+    // sled 0.34 stores a value larger than a quarter of its 512 KiB segment in a separate
+    // blob file that it never fsyncs, so records are cut below that size.
+    let mut records = Vec::with_capacity(entries.len() / MAX_RECORD_ENTRIES + 1);
+    for part in entries.chunks(MAX_RECORD_ENTRIES) {
+        let seq = shared
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        shared
+            .head_tree
+            .insert(seq.to_be_bytes(), encode_record(part))?;
+        records.push((seq, part));
+    }
     shared.db.flush()?;
+    if let Some(log) = &shared.log_file {
+        // sled's flush ends in sync_file_range on Linux, which flushes neither the disk's
+        // write cache nor the file size; fdatasync on the log file does both.
+        log.sync_data()
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+    }
 
-    shared.head_write().apply(seq, &entries);
+    let mut head = shared.head_write();
+    for (seq, part) in records {
+        head.apply(seq, part);
+    }
     Ok(())
 }

@@ -22,6 +22,11 @@ pub struct StoreConfig {
     pub compact_interval_seconds: u64,
     /// Head size, in samples, above which the background compactor runs before its interval.
     pub head_max_samples: usize,
+    /// Whether each group commit also calls fdatasync on sled's log file after sled's own
+    /// flush. sled 0.34 flushes with `sync_file_range` on Linux, which survives a process
+    /// crash but not necessarily a power loss; fdatasync makes an acknowledged sample
+    /// survive a power loss too, on a disk that honours cache flushes.
+    pub fsync_on_commit: bool,
     /// Maximum number of samples written in one group commit (one sled flush).
     pub max_commit_samples: usize,
     /// Age after which raw chunks are deleted, in seconds; `None` keeps raw data forever.
@@ -50,6 +55,7 @@ impl Default for StoreConfig {
             chunk_window_seconds: 2 * 3600,
             compact_interval_seconds: 300,
             head_max_samples: 2_000_000,
+            fsync_on_commit: true,
             max_commit_samples: 200_000,
             retention_seconds: Some(15 * 24 * 3600),
             downsample: None,

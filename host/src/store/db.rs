@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) head: RwLock<Head>,
     pub(crate) next_seq: AtomicU64,
     pub(crate) compaction: Mutex<()>,
+    /// sled's log file, opened only to fdatasync it after each group commit.
+    pub(crate) log_file: Option<std::fs::File>,
 }
 
 impl Shared {
@@ -101,6 +103,14 @@ impl Store {
         let head_tree = db.open_tree("head")?;
         let chunks = db.open_tree("chunks")?;
         let (head, next_seq) = replay_head(&head_tree)?;
+        let log_file = if config.fsync_on_commit {
+            Some(
+                std::fs::File::open(path.join("db"))
+                    .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?,
+            )
+        } else {
+            None
+        };
         tracing::info!(
             path = %path.display(),
             series = registry.len(),
@@ -119,6 +129,7 @@ impl Store {
             head: RwLock::new(head),
             next_seq: AtomicU64::new(next_seq),
             compaction: Mutex::new(()),
+            log_file,
         });
         let (queue, receiver) = std::sync::mpsc::channel();
         let writer_shared = shared.clone();
