@@ -19,8 +19,8 @@ pub enum CollectError {
     /// The HTTP exchange failed.
     #[error(transparent)]
     Http(#[from] ClientError),
-    /// The target answered with a non-2xx status.
-    #[error("`{url}` answered with HTTP status `{status}`")]
+    /// The target responded with a non-2xx status.
+    #[error("`{url}` responded with HTTP status `{status}`")]
     Status {
         /// Target URL.
         url: String,

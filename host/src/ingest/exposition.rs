@@ -27,7 +27,7 @@ pub struct ExposedSample {
 pub struct ExpositionError {
     /// 1-based line number.
     pub line: usize,
-    /// What is wrong with it.
+    /// Description of the defect.
     pub reason: String,
 }
 

@@ -1,7 +1,7 @@
 //! Remote-write out: a copy of selected series goes to a Prometheus-compatible receiver, in
 //! batches, with exponential backoff on failures.
 //!
-//! Each forwarder owns a bounded in-memory queue. A batch is sent when it holds
+//! Each forwarder owns a bounded in-memory queue. A batch is sent when it contains
 //! `max_samples_per_request` samples or when its oldest sample has waited
 //! `batch_deadline_seconds`. A 5xx answer, 429 or a transport error keeps the batch and
 //! retries it (later batches wait, so order is kept); another 4xx answer means the receiver
@@ -112,7 +112,7 @@ async fn run(
     }
 }
 
-/// Why a send is retried.
+/// Cause of a retried send.
 enum RetryCause {
     Status(u16),
     Transport(super::client::ClientError),

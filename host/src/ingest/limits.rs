@@ -47,7 +47,7 @@ impl Default for Limits {
     }
 }
 
-/// Why a request was rejected; each variant is one bounded `reason` label in the counters.
+/// Reason a request was rejected. Each variant is one bounded `reason` label in the counters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// The body is larger than `max_body_bytes` or `max_decompressed_bytes`.

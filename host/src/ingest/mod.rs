@@ -9,7 +9,7 @@
 //! - **Remote write out** copies selected series to Prometheus-compatible receivers.
 //! - **Queries** (`GET /v1/query`) read the store over HTTP.
 //!
-//! Every path stores through one [`Ingestor`], which answers only after the store has
+//! Every path stores through one [`Ingestor`], which returns only after the store has
 //! flushed the samples, so an acknowledged sample survives a crash.
 //!
 //! ```no_run

@@ -50,7 +50,7 @@ impl IngestServer {
         self.local_addr
     }
 
-    /// The ingestor, for in-process callers that want to store samples the same way.
+    /// Returns the ingestor, for in-process callers that want to store samples the same way.
     pub fn ingestor(&self) -> &Arc<Ingestor> {
         &self.ingestor
     }

@@ -18,7 +18,7 @@ pub(crate) struct PendingAppend {
     pub(crate) done: oneshot::Sender<Result<usize, Arc<StoreError>>>,
 }
 
-/// Most entries in one head record: 4096 × 24 bytes = 96 KiB, below sled's 128 KiB blob
+/// Maximum number of entries in one head record: 4096 × 24 bytes = 96 KiB, below sled's 128 KiB blob
 /// threshold.
 const MAX_RECORD_ENTRIES: usize = 4096;
 

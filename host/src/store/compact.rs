@@ -3,7 +3,7 @@
 //!
 //! Crash safety rests on idempotence rather than on a cross-tree transaction: chunks are
 //! written and flushed before the head records they came from are deleted, and merging a
-//! sample into a chunk that already holds its timestamp replaces it with the same value.
+//! sample into a chunk that already contains its timestamp replaces it with the same value.
 //! A crash in between leaves the samples in both places, and the next compaction merges
 //! them again without duplicates.
 
@@ -15,7 +15,7 @@ use super::error::StoreError;
 use super::keys::{series_ts_key, split_series_ts_key};
 use super::sample::{Sample, merge};
 
-/// What one compaction did.
+/// Counts of the work done by one compaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CompactStats {
     /// Head samples moved into chunks.

@@ -4,9 +4,10 @@ use serde::{Deserialize, Serialize};
 
 /// Settings of the metric store.
 ///
-/// The defaults suit a small edge machine (a few hundred MiB of memory for the whole host):
-/// a 64 MiB sled page cache instead of sled's 1 GiB default, sled's space-saving mode, and
-/// a background flush every second for trees that do not flush on their own.
+/// The defaults suit a small edge machine, where the whole host should fit in a few hundred
+/// MiB of memory. They set a 64 MiB sled page cache instead of sled's 1 GiB default, sled's
+/// space-saving mode, and a background flush every second for trees that do not flush on
+/// their own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
@@ -24,7 +25,7 @@ pub struct StoreConfig {
     pub head_max_samples: usize,
     /// Whether each group commit also calls fdatasync on sled's log file after sled's own
     /// flush. sled 0.34 flushes with `sync_file_range` on Linux, which survives a process
-    /// crash but not necessarily a power loss; fdatasync makes an acknowledged sample
+    /// crash but not necessarily a power loss. fdatasync makes an acknowledged sample
     /// survive a power loss too, on a disk that honours cache flushes.
     pub fsync_on_commit: bool,
     /// Maximum number of samples written in one group commit (one sled flush).

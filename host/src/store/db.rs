@@ -180,7 +180,7 @@ impl Store {
         let (done, receiver) = oneshot::channel();
         let queue = self.writer.queue.lock().unwrap_or_else(|e| e.into_inner());
         // NOTE: the queue is unbounded; callers bound it by limiting request sizes and
-        // concurrency (the HTTP layer waits for each append before it answers).
+        // concurrency (the HTTP layer waits for each append before it responds).
         queue
             .as_ref()
             .ok_or(StoreError::WriterStopped)?

@@ -37,7 +37,7 @@ pub enum StoreError {
     Corrupt {
         /// Kind of record (`head`, `chunk`, `series`, ...).
         what: &'static str,
-        /// What was wrong with it.
+        /// Description of the defect.
         detail: String,
     },
 
@@ -101,7 +101,7 @@ pub enum LabelsError {
 pub struct SelectorError {
     /// The selector text.
     pub input: String,
-    /// What is wrong with it.
+    /// Description of the defect.
     pub reason: String,
 }
 

@@ -92,7 +92,7 @@ impl EventLog {
         Ok(out)
     }
 
-    /// The newest event, if any.
+    /// Returns the newest event, if any.
     pub fn last<T: DeserializeOwned>(&self) -> Result<Option<Event<T>>, StoreError> {
         match self.tree.last()? {
             Some((k, v)) => Ok(Some(self.decode(&k, &v)?)),
@@ -105,7 +105,7 @@ impl EventLog {
         self.tree.len()
     }
 
-    /// Whether the log is empty.
+    /// Returns `true` if the log has no events.
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
     }

@@ -18,7 +18,7 @@ impl Sample {
         Self { ts_ms, value }
     }
 
-    /// Whether both timestamps and value bit patterns are equal.
+    /// Returns `true` if the timestamps and the value bit patterns are equal.
     pub fn bit_eq(&self, other: &Sample) -> bool {
         self.ts_ms == other.ts_ms && self.value.to_bits() == other.value.to_bits()
     }

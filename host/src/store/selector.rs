@@ -5,7 +5,7 @@ use regex::Regex;
 use super::error::SelectorError;
 use super::series::{Labels, NAME_LABEL, is_label_name, is_metric_name};
 
-/// How a matcher compares a label value.
+/// Comparison operator of a matcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatchOp {
     /// `=`: equal.
@@ -50,7 +50,7 @@ impl Matcher {
         })
     }
 
-    /// Whether `labels` satisfies this matcher.
+    /// Returns `true` if `labels` satisfies this matcher.
     pub fn matches(&self, labels: &Labels) -> bool {
         let actual = labels.get(&self.name).unwrap_or("");
         match (&self.op, &self.regex) {
@@ -105,7 +105,7 @@ impl Selector {
         Ok(Self { matchers })
     }
 
-    /// Whether every matcher matches `labels`.
+    /// Returns `true` if every matcher matches `labels`.
     pub fn matches(&self, labels: &Labels) -> bool {
         self.matchers.iter().all(|m| m.matches(labels))
     }

@@ -84,7 +84,7 @@ impl Labels {
             .map(|i| self.0[i].1.as_str())
     }
 
-    /// All pairs, sorted by label name, `__name__` included.
+    /// Returns all pairs, sorted by label name, `__name__` included.
     pub fn pairs(&self) -> &[(String, String)] {
         &self.0
     }
@@ -140,14 +140,14 @@ fn take_str(rest: &mut &[u8]) -> Result<String, StoreError> {
     Ok(s.to_owned())
 }
 
-/// Whether `s` is a valid Prometheus metric name.
+/// Returns `true` if `s` is a valid Prometheus metric name.
 pub fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-/// Whether `s` is a valid Prometheus label name.
+/// Returns `true` if `s` is a valid Prometheus label name.
 pub fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')

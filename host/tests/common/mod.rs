@@ -17,7 +17,7 @@ use umbra_host::ingest::HttpClient;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// A free TCP port on 127.0.0.1. Another process could take it before the caller binds it,
+/// Returns a free TCP port on 127.0.0.1. Another process could take it before the caller binds it,
 /// which is unlikely on a test machine.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -26,7 +26,7 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
 }
 
-/// Path of `binary` in `PATH`, or a panic that says how to install it.
+/// Returns the path of `binary` in `PATH`, or panics with the command that installs it.
 pub fn require_binary(binary: &str, package: &str) -> String {
     let found = std::env::var_os("PATH")
         .into_iter()
@@ -113,7 +113,7 @@ pub async fn start_prometheus(
     Ok(server)
 }
 
-/// Polls `url` until it answers 200.
+/// Polls `url` until it returns status 200.
 pub async fn wait_ready(url: &str, timeout: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let client = HttpClient::default();
     let started = Instant::now();
