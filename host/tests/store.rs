@@ -320,3 +320,38 @@ fn large_append_avoids_unsynced_blob_files() -> TestResult {
     assert_eq!(points(&store, "big", &raw(T0, T0 + 20_000))?.len(), 20_000);
     Ok(())
 }
+
+#[test]
+fn queries_see_every_sample_during_compaction() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(
+        dir.path(),
+        StoreConfig {
+            chunk_window_seconds: 60,
+            ..StoreConfig::default()
+        },
+    )?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let compactor = {
+        let store = store.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || -> Result<(), StoreError> {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                store.compact(T0)?;
+            }
+            Ok(())
+        })
+    };
+
+    for round in 0..50i64 {
+        let samples: Vec<(i64, f64)> = (0..20)
+            .map(|i| (T0 + round * 20 + i, (round * 20 + i) as f64))
+            .collect();
+        store.append(vec![series("m", &[], &samples)])?;
+        let got = points(&store, "m", &raw(T0, T0 + 1000))?;
+        assert_eq!(got.len() as i64, (round + 1) * 20, "round {round}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    compactor.join().map_err(|_| "compactor panicked")??;
+    Ok(())
+}

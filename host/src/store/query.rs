@@ -94,6 +94,13 @@ impl Store {
         let first = series_ts_key(id, window_start(start_ms, window));
         let last = series_ts_key(id, window_start(end_ms, window));
 
+        // The head is read before the chunks. A compaction that runs in between moves head
+        // samples into chunks, so they are read twice and deduplicated, never missed.
+        let mut from_head = Vec::new();
+        shared
+            .head_read()
+            .read(id, start_ms, end_ms, &mut from_head);
+
         let mut raw = Vec::new();
         let mut rollups = Vec::new();
         for entry in shared.chunks.range(first..=last) {
@@ -112,7 +119,7 @@ impl Store {
             }
         }
         // Head samples come last so that, on equal timestamps, the newer head sample wins.
-        shared.head_read().read(id, start_ms, end_ms, &mut raw);
+        raw.extend(from_head);
         sort_dedup(&mut raw);
 
         let mut observations: Vec<Observation> =
