@@ -298,6 +298,7 @@ async fn process_and_probe_collectors_store_samples() -> TestResult {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let open_port = listener.local_addr()?.port();
     let closed_port = common::free_port();
+    let http_port = serve_fixed_http(200);
     let config = IngestConfig {
         process: vec![ProcessTarget {
             name: "tree".into(),
@@ -362,4 +363,25 @@ async fn process_and_probe_collectors_store_samples() -> TestResult {
     assert_eq!(failures.get("tcp-open"), None);
     drop(listener);
     Ok(())
+}
+
+/// Serves `HTTP/1.1 200 ok` to at most `connections` connections on a loopback port, then
+/// stops; returns the port.
+fn serve_fixed_http(connections: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    port
 }
