@@ -88,8 +88,10 @@ fn commit_group(shared: &Shared, group: &[PendingAppend]) -> Result<(), StoreErr
     if let Some(log) = &shared.log_file {
         // sled's flush ends in sync_file_range on Linux, which flushes neither the disk's
         // write cache nor the file size; fdatasync on the log file does both.
-        log.sync_data()
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        log.sync_data().map_err(|source| StoreError::Io {
+            action: format!("fdatasync of `{}`", shared.path.join("db").display()),
+            source,
+        })?;
     }
 
     let mut head = shared.head_write();

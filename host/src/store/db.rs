@@ -104,10 +104,15 @@ impl Store {
         let chunks = db.open_tree("chunks")?;
         let (head, next_seq) = replay_head(&head_tree)?;
         let log_file = if config.fsync_on_commit {
-            Some(
-                std::fs::File::open(path.join("db"))
-                    .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?,
-            )
+            let log_path = path.join("db");
+            let file = std::fs::File::open(&log_path).map_err(|source| StoreError::Io {
+                action: format!(
+                    "opening sled's log file `{}` for fdatasync",
+                    log_path.display()
+                ),
+                source,
+            })?;
+            Some(file)
         } else {
             None
         };
@@ -136,7 +141,10 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("umbra-store-writer".into())
             .spawn(move || run_writer(writer_shared, receiver))
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+            .map_err(|source| StoreError::Io {
+                action: "starting the store writer thread".into(),
+                source,
+            })?;
         Ok(Self {
             shared,
             writer: Arc::new(WriterHandle {

@@ -9,6 +9,16 @@ pub enum StoreError {
     #[error("storage engine failed")]
     Sled(#[from] sled::Error),
 
+    /// A file operation of the store itself (outside sled) failed.
+    #[error("{action} failed")]
+    Io {
+        /// What the store was doing, such as ``opening `/data/db` for fdatasync``.
+        action: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The directory was written by another, incompatible format version of the store.
     #[error(
         "store at `{path}` has format version `{found}` but this build reads version `{expected}`: \
