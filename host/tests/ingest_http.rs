@@ -315,6 +315,13 @@ async fn process_and_probe_collectors_store_samples() -> TestResult {
                 schedule: schedule(0.2),
             },
             ProbeTarget {
+                name: "http".into(),
+                kind: ProbeKind::Http,
+                address: format!("http://127.0.0.1:{http_port}/health"),
+                labels: BTreeMap::new(),
+                schedule: schedule(0.2),
+            },
+            ProbeTarget {
                 name: "tcp-closed".into(),
                 kind: ProbeKind::Tcp,
                 address: format!("127.0.0.1:{closed_port}"),
@@ -355,11 +362,22 @@ async fn process_and_probe_collectors_store_samples() -> TestResult {
     )
     .await?;
     assert!(!points(&probe).is_empty(), "{probe}");
+    let (_, status) = query(
+        &base,
+        &format!(
+            "series=probe_http_status_code%7Btarget%3D%22http%22%7D&start={start_ms}&end={}",
+            now_ms()
+        ),
+    )
+    .await?;
+    assert!(!points(&status).is_empty(), "{status}");
+    assert!(points(&status).iter().all(|p| p.1 == 200.0), "{status}");
     let failures = server.stats().target_failures();
     assert!(
         failures.get("tcp-closed").copied().unwrap_or(0) >= 1,
         "{failures:?}"
     );
+    assert_eq!(failures.get("http"), None, "{failures:?}");
     assert_eq!(failures.get("tcp-open"), None);
     drop(listener);
     Ok(())
