@@ -147,22 +147,28 @@ async fn compare(dir: &Path, minutes: f64) -> BenchResult {
         .map(|s| s.points.iter().filter(|p| p.value.is_nan()).count())
         .sum();
 
+    // Raw samples of every series over the whole run, counted here: count_over_time would
+    // drop metric names and fail on duplicate label sets.
     let window = format!("{}s", (end_ms - started_ms) / 1000 + 120);
-    let count_query = format!("sum(count_over_time({{__name__=~\".+\"}}[{window}]))");
+    let matrix_query = format!("{{__name__=~\".+\"}}[{window}]");
     let url = format!(
-        "{base}/api/v1/query?query={}",
-        form_urlencoded::byte_serialize(count_query.as_bytes()).collect::<String>()
+        "{base}/api/v1/query?query={}&time={:.3}",
+        form_urlencoded::byte_serialize(matrix_query.as_bytes()).collect::<String>(),
+        end_ms as f64 / 1000.0
     );
     let reply: serde_json::Value = serde_json::from_slice(
         &client
-            .get(&url, Duration::from_secs(60), 64 << 20)
+            .get(&url, Duration::from_secs(120), 1 << 30)
             .await?
             .body,
     )?;
-    let prometheus_samples: f64 = reply["data"]["result"][0]["value"][1]
-        .as_str()
-        .unwrap_or("0")
-        .parse()?;
+    let result = reply["data"]["result"]
+        .as_array()
+        .ok_or_else(|| format!("Prometheus query failed: {reply}"))?;
+    let prometheus_samples: f64 = result
+        .iter()
+        .map(|s| s["values"].as_array().map_or(0, Vec::len) as f64)
+        .sum();
 
     let snapshot = client
         .send(
@@ -188,7 +194,7 @@ async fn compare(dir: &Path, minutes: f64) -> BenchResult {
     let per = |bytes: u64, samples: f64| bytes as f64 / samples.max(1.0);
     println!("series: {} in Umbra", stats.series);
     println!(
-        "samples: {umbra_samples} in Umbra ({umbra_nan} of them NaN, such as stale markers), {prometheus_samples} counted by Prometheus (count_over_time skips stale markers)"
+        "samples: {umbra_samples} in Umbra ({umbra_nan} of them NaN, such as stale markers), {prometheus_samples} returned by Prometheus (its range queries skip stale markers)"
     );
     println!(
         "Umbra compressed chunk values: {} bytes = {:.2} bytes/sample",

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench -p umbra-host --bench store                         # ingest and query
 //! cargo bench -p umbra-host --bench store -- --compare-minutes 10 # plus Prometheus TSDB side by side
+//! cargo bench -p umbra-host --bench store -- --compare-only --compare-minutes 10
 //! ```
 //!
 //! Every figure is the median of several runs. Set `UMBRA_BENCH_DIR` to put the stores on a
@@ -40,6 +41,9 @@ fn main() -> BenchResult {
             .unwrap_or(0),
         cpu_model()
     );
+    if args.iter().any(|a| a == "--compare-only") {
+        return compare::run(&bench_dir()?, compare_minutes.unwrap_or(10.0));
+    }
     ingest_bench(
         "large batches: 4 writers x 1000 series x 10 samples per append",
         4,
