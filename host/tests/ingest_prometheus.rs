@@ -347,3 +347,67 @@ async fn umbra_remote_writes_to_prometheus() -> TestResult {
     assert_eq!(server.stats().forwarded().get("prometheus"), Some(&40));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarder_retries_until_receiver_starts() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = common::free_port();
+    let store = Store::open(dir.path().join("store"), StoreConfig::default())?;
+    let config = IngestConfig {
+        remote_write: vec![ForwardConfig {
+            name: "late".into(),
+            url: format!("http://127.0.0.1:{port}/api/v1/write"),
+            matchers: Vec::new(),
+            max_samples_per_request: 100,
+            batch_deadline_seconds: 0.1,
+            timeout_seconds: 2.0,
+            max_backoff_seconds: 1.0,
+            queue_capacity_samples: 1000,
+        }],
+        ..loopback_config()
+    };
+    let server = serve(config, store).await?;
+    let base = format!("http://{}", server.local_addr());
+    let now = now_ms();
+    let body = serde_json::json!({"series": [{"name": "late_metric", "samples": [[now - 2000, 1.0], [now - 1000, 2.0]]}]});
+    let (status, _) = post(
+        &format!("{base}/v1/push"),
+        &[],
+        body.to_string().into_bytes(),
+    )
+    .await?;
+    assert_eq!(status, 200);
+
+    eventually(
+        "failed sends to the absent receiver",
+        Duration::from_secs(10),
+        || {
+            let failures = server
+                .stats()
+                .forward_failures()
+                .get("late")
+                .copied()
+                .unwrap_or(0);
+            async move { Ok((failures >= 2).then_some(())) }
+        },
+    )
+    .await?;
+    let prometheus =
+        common::start_prometheus_on(dir.path(), "global:\n  scrape_interval: 1m\n", port).await?;
+
+    let found = eventually(
+        "retried samples in Prometheus",
+        Duration::from_secs(30),
+        || {
+            let prometheus = &prometheus;
+            async move {
+                let found = prometheus_raw(prometheus, "late_metric", now_ms()).await?;
+                Ok(found.into_iter().next().filter(|(_, p)| p.len() == 2))
+            }
+        },
+    )
+    .await?;
+    assert_eq!(found.1, vec![(now - 2000, 1.0), (now - 1000, 2.0)]);
+    assert_eq!(server.stats().forwarded().get("late"), Some(&2));
+    Ok(())
+}

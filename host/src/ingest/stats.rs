@@ -74,6 +74,11 @@ impl IngestStats {
         read(&self.forwarded)
     }
 
+    /// Failed remote-write sends of each forwarder, retried ones included.
+    pub fn forward_failures(&self) -> BTreeMap<String, u64> {
+        read(&self.forward_failures)
+    }
+
     /// Renders every counter in Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();

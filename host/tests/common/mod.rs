@@ -87,8 +87,16 @@ pub async fn start_prometheus(
     dir: &Path,
     config_yaml: &str,
 ) -> Result<Server, Box<dyn std::error::Error>> {
+    start_prometheus_on(dir, config_yaml, free_port()).await
+}
+
+/// Starts Prometheus like [`start_prometheus`], on the given loopback port.
+pub async fn start_prometheus_on(
+    dir: &Path,
+    config_yaml: &str,
+    port: u16,
+) -> Result<Server, Box<dyn std::error::Error>> {
     let binary = require_binary("prometheus", "prometheus");
-    let port = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, config_yaml)?;
     let log = std::fs::File::create(dir.join("prometheus.log"))?;
