@@ -30,7 +30,7 @@ fn free_port() -> BenchResult<u16> {
         .port())
 }
 
-fn dir_bytes(path: &Path) -> u64 {
+pub(crate) fn dir_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
     };

@@ -41,6 +41,9 @@ fn main() -> BenchResult {
             .unwrap_or(0),
         cpu_model()
     );
+    if args.iter().any(|a| a == "--space-growth") {
+        return space_growth();
+    }
     if args.iter().any(|a| a == "--compare-only") {
         return compare::run(&bench_dir()?, compare_minutes.unwrap_or(10.0));
     }
@@ -234,6 +237,42 @@ fn query_bench() -> BenchResult {
             }
             println!("{name}: median {:.2} ms over 51 runs", median(&mut times));
         }
+    }
+    Ok(())
+}
+
+/// Sled directory size over repeated ingest-and-compact rounds: 512 series, one commit of
+/// one sample per series per simulated second, 600 commits per round, then compaction.
+fn space_growth() -> BenchResult {
+    let dir = bench_dir()?;
+    let store = Store::open(dir.path(), StoreConfig::default())?;
+    let labels: Vec<Labels> = (0..512).map(node_like_labels).collect();
+    let start = 1_700_000_000_000i64;
+    println!("\n## sled directory size, 512 series, one commit per simulated second");
+    for round in 0..6usize {
+        for step in round * 600..(round + 1) * 600 {
+            let batch = labels
+                .iter()
+                .enumerate()
+                .map(|(s, l)| SeriesSamples {
+                    labels: l.clone(),
+                    samples: vec![Sample::new(
+                        start + step as i64 * 1000,
+                        node_like_value(s, step),
+                    )],
+                })
+                .collect();
+            store.append(batch)?;
+        }
+        let before = compare::dir_bytes(dir.path());
+        store.compact(start + ((round + 1) * 600_000) as i64)?;
+        let stats = store.stats()?;
+        println!(
+            "after {} min of data: {before} bytes before compaction, {} after; chunk values {} bytes",
+            (round + 1) * 10,
+            compare::dir_bytes(dir.path()),
+            stats.chunk_bytes
+        );
     }
     Ok(())
 }
