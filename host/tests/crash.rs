@@ -1,7 +1,8 @@
-//! Durability under `kill -9`: a child process appends batches and prints the number of each
-//! batch the store acknowledged; the parent kills it with SIGKILL at a random moment, reopens
-//! the store and checks that every acknowledged sample is there, bit for bit. The child is
-//! this test binary itself, re-executed to run the ignored `crash_child_writes_until_killed`.
+//! Durability under `kill -9`. A child process appends batches and prints the number of
+//! each batch that the store acknowledged. The parent kills it with SIGKILL at a random
+//! moment, reopens the store and checks that every acknowledged sample is there, bit for
+//! bit. The child is this test binary itself, re-executed to run the ignored
+//! `crash_child_writes_until_killed`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
