@@ -4,6 +4,8 @@
 //! cargo bench -p umbra-host --bench store                         # ingest and query
 //! cargo bench -p umbra-host --bench store -- --compare-minutes 10 # plus Prometheus TSDB side by side
 //! cargo bench -p umbra-host --bench store -- --compare-only --compare-minutes 10
+//! cargo bench -p umbra-host --bench store -- --ingest-only      # cost of fdatasync per commit
+//! cargo bench -p umbra-host --bench store -- --space-growth     # sled directory over time
 //! ```
 //!
 //! Every figure is the median of several runs. Set `UMBRA_BENCH_DIR` to put the stores on a
@@ -47,17 +49,42 @@ fn main() -> BenchResult {
     if args.iter().any(|a| a == "--compare-only") {
         return compare::run(&bench_dir()?, compare_minutes.unwrap_or(10.0));
     }
+    if args.iter().any(|a| a == "--ingest-only") {
+        ingest_bench(
+            "large batches, sled flush only (fsync_on_commit = false)",
+            4,
+            10,
+            2_000_000,
+            false,
+        )?;
+        return ingest_bench(
+            "large batches: 4 writers x 1000 series x 10 samples per append",
+            4,
+            10,
+            2_000_000,
+            true,
+        );
+    }
     ingest_bench(
         "large batches: 4 writers x 1000 series x 10 samples per append",
         4,
         10,
         2_000_000,
+        true,
     )?;
     ingest_bench(
         "scrape-sized batches: 16 writers x 1000 series x 1 sample per append",
         16,
         1,
         1_000_000,
+        true,
+    )?;
+    ingest_bench(
+        "large batches, sled flush only (fsync_on_commit = false)",
+        4,
+        10,
+        2_000_000,
+        false,
     )?;
     query_bench()?;
     if let Some(minutes) = compare_minutes {
@@ -108,6 +135,7 @@ fn ingest_bench(
     writers: usize,
     samples_per_series: usize,
     total_samples: usize,
+    fsync_on_commit: bool,
 ) -> BenchResult {
     let mut rates = Vec::new();
     let mut per_cpu = Vec::new();
@@ -119,7 +147,11 @@ fn ingest_bench(
 
     for _ in 0..RUNS {
         let dir = bench_dir()?;
-        let store = Store::open(dir.path(), StoreConfig::default())?;
+        let config = StoreConfig {
+            fsync_on_commit,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir.path(), config)?;
         let sampling = Arc::new(AtomicBool::new(true));
         let rss_thread = spawn_rss_sampler(sampling.clone());
         let cpu_before = process_cpu_seconds()?;
