@@ -334,24 +334,26 @@ async fn process_and_probe_collectors_store_samples() -> TestResult {
     let (server, base) = start(dir.path(), config).await?;
     let start_ms = now_ms() - 1000;
 
-    let processes = eventually("process tree samples", Duration::from_secs(10), || {
+    // The first samples may come before `sh` has started its children, so wait for a
+    // sample that counts all three processes.
+    let processes = eventually("a sample counting sh and its two sleep children", Duration::from_secs(10), || {
         let base = base.clone();
         async move {
             let (_, body) = query(&base, &format!("series=process_tree_processes%7Btarget%3D%22tree%22%7D&start={start_ms}&end={}", now_ms())).await?;
-            Ok(points(&body).last().map(|p| p.1))
+            Ok(points(&body).last().map(|p| p.1).filter(|count| *count == 3.0))
         }
     })
     .await;
-    let _ = tree.kill();
-    let _ = tree.wait();
-    assert_eq!(processes?, 3.0, "sh and its two sleep children");
-
     let (_, threads) = query(
         &base,
         &format!("series=process_threads&start={start_ms}&end={}", now_ms()),
     )
     .await?;
-    assert!(points(&threads).iter().all(|p| p.1 >= 3.0));
+    let _ = tree.kill();
+    let _ = tree.wait();
+    assert_eq!(processes?, 3.0);
+    let last_threads = points(&threads).last().map(|p| p.1);
+    assert!(last_threads.is_some_and(|t| t >= 3.0), "{threads}");
 
     let (_, probe) = query(
         &base,

@@ -355,3 +355,25 @@ fn queries_see_every_sample_during_compaction() -> TestResult {
     compactor.join().map_err(|_| "compactor panicked")??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_beyond_queue_capacity_wait_and_succeed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path(), StoreConfig::default())?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..3000i64 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .append_async(vec![series("q", &[], &[(T0 + i, i as f64)])])
+                .await
+        });
+    }
+    let mut acknowledged = 0;
+    while let Some(result) = tasks.join_next().await {
+        acknowledged += result??;
+    }
+    assert_eq!(acknowledged, 3000);
+    assert_eq!(points(&store, "q", &raw(T0, T0 + 3000))?.len(), 3000);
+    Ok(())
+}

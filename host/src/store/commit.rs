@@ -3,8 +3,9 @@
 //! appends share one fsync, so durable acknowledgement stays cheap per sample.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
 
+use tokio::sync::mpsc::Receiver;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::oneshot;
 
 use super::db::Shared;
@@ -23,9 +24,9 @@ pub(crate) struct PendingAppend {
 const MAX_RECORD_ENTRIES: usize = 4096;
 
 /// Runs the writer loop until every sender is dropped.
-pub(crate) fn run_writer(shared: Arc<Shared>, queue: Receiver<PendingAppend>) {
+pub(crate) fn run_writer(shared: Arc<Shared>, mut queue: Receiver<PendingAppend>) {
     let max_samples = shared.config.max_commit_samples.max(1);
-    while let Ok(first) = queue.recv() {
+    while let Some(first) = queue.blocking_recv() {
         let mut samples = count(&first.batch);
         let mut group = vec![first];
         while samples < max_samples {

@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::commit::{PendingAppend, run_writer};
 use super::config::StoreConfig;
@@ -23,6 +22,9 @@ use super::series::{Labels, SeriesRegistry};
 /// encoding changes, so that an older or newer build rejects the directory instead of
 /// misreading it.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Appends that may wait for the writer; further appends wait for room (backpressure).
+const QUEUE_CAPACITY: usize = 1024;
 
 const META_TREE: &str = "meta";
 const FORMAT_KEY: &str = "format_version";
@@ -61,7 +63,7 @@ pub struct Store {
 }
 
 struct WriterHandle {
-    queue: Mutex<Option<Sender<PendingAppend>>>,
+    queue: Mutex<Option<mpsc::Sender<PendingAppend>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -136,7 +138,7 @@ impl Store {
             compaction: Mutex::new(()),
             log_file,
         });
-        let (queue, receiver) = std::sync::mpsc::channel();
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("umbra-store-writer".into())
@@ -171,30 +173,26 @@ impl Store {
     ///
     /// Panics when called from inside an async runtime's worker thread.
     pub fn append(&self, batch: Vec<SeriesSamples>) -> Result<usize, StoreError> {
-        let done = self.enqueue(batch)?;
-        Self::outcome(done.blocking_recv())
+        let (done, receiver) = oneshot::channel();
+        self.sender()?
+            .blocking_send(PendingAppend { batch, done })
+            .map_err(|_| StoreError::WriterStopped)?;
+        Self::outcome(receiver.blocking_recv())
     }
 
     /// Appends samples and resolves once they are flushed to disk.
     pub async fn append_async(&self, batch: Vec<SeriesSamples>) -> Result<usize, StoreError> {
-        let done = self.enqueue(batch)?;
-        Self::outcome(done.await)
+        let (done, receiver) = oneshot::channel();
+        self.sender()?
+            .send(PendingAppend { batch, done })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        Self::outcome(receiver.await)
     }
 
-    fn enqueue(
-        &self,
-        batch: Vec<SeriesSamples>,
-    ) -> Result<oneshot::Receiver<Result<usize, Arc<StoreError>>>, StoreError> {
-        let (done, receiver) = oneshot::channel();
+    fn sender(&self) -> Result<mpsc::Sender<PendingAppend>, StoreError> {
         let queue = self.writer.queue.lock().unwrap_or_else(|e| e.into_inner());
-        // NOTE: the queue is unbounded; callers bound it by limiting request sizes and
-        // concurrency (the HTTP layer waits for each append before it responds).
-        queue
-            .as_ref()
-            .ok_or(StoreError::WriterStopped)?
-            .send(PendingAppend { batch, done })
-            .map_err(|_| StoreError::WriterStopped)?;
-        Ok(receiver)
+        queue.as_ref().cloned().ok_or(StoreError::WriterStopped)
     }
 
     fn outcome(
