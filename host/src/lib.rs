@@ -3,9 +3,12 @@
 //! For each live asset of a service Umbra keeps a shadow twin, compares the
 //! two continuously, stresses the shadow with load chosen from that
 //! comparison, and rolls the live asset back when its shadow fails. Every
-//! decision is delegated to a sandboxed [`policy`].
+//! decision is delegated to a sandboxed [`policy`]; live and shadow metrics
+//! live in the [`store`], fed by [`ingest`].
 
 pub mod analysis;
 pub mod confidence;
+pub mod ingest;
 pub mod load;
 pub mod policy;
+pub mod store;
