@@ -4,7 +4,7 @@
 #   policies/build.sh [OUTPUT]      (default: policies/default.wasm)
 #
 # The committed policies/default.wasm is the output of this script; the test
-# `default_policy_wasm_matches_source` runs it again and compares the bytes.
+# `default_wasm_matches_source` runs it again and compares the bytes.
 # Path prefixes are remapped so the bytes do not depend on where the
 # repository or the cargo registry live.
 set -euo pipefail

@@ -63,9 +63,13 @@ pub fn take_logs() -> Vec<(Level, String)> {
     TEST_HOST.with(|host| std::mem::take(&mut host.borrow_mut().logs))
 }
 
-/// One fixture file.
+/// One fixture file. Unknown fields are rejected, as `umbra policy eval` does.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Fixture {
+    /// Optional name, for people reading the file.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Decision to make: `drift`, `sequencer` or `remediation`.
     pub decision: String,
     /// Settings the host passes for this case.

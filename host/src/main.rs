@@ -12,8 +12,10 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {
+            // Status 2 for usage and set-up errors, like clap's own; commands
+            // use 1 for a negative result (a failed check or case).
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

@@ -51,8 +51,13 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
-    let loaded = policy::load_file(&file, &SandboxLimits::default())
-        .with_context(|| format!("policy `{}` is not usable", file.display()))?;
+    let loaded = match policy::load_file(&file, &SandboxLimits::default()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {:#}", anyhow::Error::new(error).context(format!("policy `{}` is not usable", file.display())));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     println!("policy:    {}", file.display());
     println!("digest:    {}", loaded.digest());
     let decisions: Vec<&str> = Decision::ALL
@@ -61,14 +66,6 @@ fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
         .map(Decision::as_str)
         .collect();
     println!("decisions: {}", decisions.join(", "));
-    if let Ok(script) = policy::ScriptPolicy::load(
-        "check",
-        &std::fs::read_to_string(&file).unwrap_or_default(),
-        SandboxLimits::default(),
-    ) && script.has_thresholds()
-    {
-        println!("thresholds: yes");
-    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,8 +14,6 @@
 //! drift; `profile` (a name or `null`) for the sequencer; `actions` (kinds in
 //! order) and `rollback_to` for remediation.
 
-use std::fmt::Write as _;
-
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -111,82 +109,111 @@ fn to_value<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
+/// An expectation, typed so that a misspelt or mistyped field is an error
+/// instead of a check that silently passes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expectation {
+    level: Option<String>,
+    score_min: Option<f64>,
+    score_max: Option<f64>,
+    reason_contains: Option<String>,
+    /// Present and `null` means "no plan"; absent means "not checked".
+    #[serde(default, deserialize_with = "present")]
+    profile: Option<Option<String>>,
+    actions: Option<Vec<String>>,
+    rollback_to: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
 /// Compares a decision's JSON form with an expectation.
 pub(crate) fn check(decision: Decision, actual: &Value, expect: &Value) -> Vec<String> {
+    let expect: Expectation = match serde_json::from_value(expect.clone()) {
+        Ok(expect) => expect,
+        Err(error) => return vec![format!("invalid expectation: {error}")],
+    };
     let mut problems = Vec::new();
-    match decision {
-        Decision::Drift => {
-            if let Some(level) = expect.get("level")
-                && actual.get("level") != Some(level)
-            {
-                problems.push(format!("level is {}, expected {level}", actual["level"]));
-            }
-            let score = actual
-                .get("score")
-                .and_then(Value::as_f64)
-                .unwrap_or(f64::NAN);
-            if let Some(min) = expect.get("score_min").and_then(Value::as_f64)
-                && (score.is_nan() || score < min)
-            {
-                problems.push(format!("score {score} is below {min}"));
-            }
-            if let Some(max) = expect.get("score_max").and_then(Value::as_f64)
-                && (score.is_nan() || score > max)
-            {
-                problems.push(format!("score {score} is above {max}"));
-            }
-            if let Some(needle) = expect.get("reason_contains").and_then(Value::as_str) {
-                let reasons = actual
-                    .get("reasons")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                if !reasons
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|reason| reason.contains(needle))
-                {
-                    problems.push(format!("no reason contains `{needle}`"));
-                }
-            }
-        }
+    let misplaced = match decision {
+        Decision::Drift => expect.profile.is_some() || expect.actions.is_some() || expect.rollback_to.is_some(),
         Decision::Sequencer => {
-            let profile = actual.get("profile").cloned().unwrap_or(Value::Null);
-            if let Some(expected) = expect.get("profile")
-                && &profile != expected
-            {
-                problems.push(format!("profile is {profile}, expected {expected}"));
-            }
+            expect.level.is_some()
+                || expect.score_min.is_some()
+                || expect.score_max.is_some()
+                || expect.reason_contains.is_some()
+                || expect.actions.is_some()
+                || expect.rollback_to.is_some()
         }
         Decision::Remediation => {
-            let actions = actual.as_array().cloned().unwrap_or_default();
-            let kinds: Vec<String> = actions
-                .iter()
-                .filter_map(|action| {
-                    action
-                        .as_object()
-                        .and_then(|object| object.keys().next().cloned())
-                })
-                .map(|kind| kind.to_lowercase())
-                .collect();
-            if let Some(expected) = expect.get("actions") {
-                let expected: Vec<String> =
-                    serde_json::from_value(expected.clone()).unwrap_or_default();
-                if kinds != expected {
-                    problems.push(format!("actions are {kinds:?}, expected {expected:?}"));
-                }
-            }
-            if let Some(to) = expect.get("rollback_to").and_then(Value::as_str) {
-                let target = actions
-                    .iter()
-                    .find_map(|action| action.get("Rollback")?.get("to_version")?.as_str());
-                if target != Some(to) {
-                    let mut message = String::new();
-                    let _ = write!(message, "rollback target is {target:?}, expected `{to}`");
-                    problems.push(message);
+            expect.level.is_some()
+                || expect.score_min.is_some()
+                || expect.score_max.is_some()
+                || expect.reason_contains.is_some()
+                || expect.profile.is_some()
+        }
+    };
+    if misplaced {
+        problems.push(format!("invalid expectation: it names fields that do not apply to a {decision} decision"));
+    }
+    match decision {
+        Decision::Drift => check_drift(actual, &expect, &mut problems),
+        Decision::Sequencer => {
+            if let Some(expected) = &expect.profile {
+                let profile = actual.get("profile").and_then(Value::as_str);
+                if profile != expected.as_deref() {
+                    problems.push(format!("profile is {profile:?}, expected {expected:?}"));
                 }
             }
         }
+        Decision::Remediation => check_remediation(actual, &expect, &mut problems),
     }
     problems
+}
+
+fn check_drift(actual: &Value, expect: &Expectation, problems: &mut Vec<String>) {
+    if let Some(level) = &expect.level {
+        let actual_level = actual.get("level").and_then(Value::as_str);
+        if actual_level != Some(level.as_str()) {
+            problems.push(format!("level is {actual_level:?}, expected \"{level}\""));
+        }
+    }
+    let score = actual.get("score").and_then(Value::as_f64).unwrap_or(f64::NAN);
+    if let Some(min) = expect.score_min
+        && (score.is_nan() || score < min)
+    {
+        problems.push(format!("score {score} is below {min}"));
+    }
+    if let Some(max) = expect.score_max
+        && (score.is_nan() || score > max)
+    {
+        problems.push(format!("score {score} is above {max}"));
+    }
+    if let Some(needle) = &expect.reason_contains {
+        let reasons = actual.get("reasons").and_then(Value::as_array).cloned().unwrap_or_default();
+        if !reasons.iter().filter_map(Value::as_str).any(|reason| reason.contains(needle.as_str())) {
+            problems.push(format!("no reason contains `{needle}`"));
+        }
+    }
+}
+
+fn check_remediation(actual: &Value, expect: &Expectation, problems: &mut Vec<String>) {
+    let actions = actual.as_array().cloned().unwrap_or_default();
+    let kinds: Vec<String> = actions
+        .iter()
+        .filter_map(|action| action.as_object().and_then(|object| object.keys().next().cloned()))
+        .map(|kind| kind.to_lowercase())
+        .collect();
+    if let Some(expected) = &expect.actions
+        && kinds != *expected
+    {
+        problems.push(format!("actions are {kinds:?}, expected {expected:?}"));
+    }
+    if let Some(to) = &expect.rollback_to {
+        let target = actions.iter().find_map(|action| action.get("Rollback")?.get("to_version")?.as_str());
+        if target != Some(to.as_str()) {
+            problems.push(format!("rollback target is {target:?}, expected `{to}`"));
+        }
+    }
 }

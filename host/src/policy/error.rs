@@ -11,6 +11,9 @@ use std::time::Duration;
 /// A policy file that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The sandbox limits are out of range.
+    #[error("invalid policy sandbox limits: {}", problems.join("; "))]
+    Limits { problems: Vec<String> },
     /// The file could not be read.
     #[error("failed to read policy `{path}`")]
     Read {

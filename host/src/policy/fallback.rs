@@ -57,7 +57,7 @@ impl Fallback {
                 unexplained *= 0.5 * (-excess).exp();
                 reasons.push(format!(
                     "{}: {:+.1}% (fallback rule)",
-                    comparison.metric,
+                    super::sandbox::truncate(&comparison.metric, 200),
                     comparison.relative_change * 100.0
                 ));
             }

@@ -182,6 +182,10 @@ pub fn load_bytes(
     bytes: &[u8],
     limits: &SandboxLimits,
 ) -> Result<Arc<dyn Policy>, LoadError> {
+    let problems = limits.validate();
+    if !problems.is_empty() {
+        return Err(LoadError::Limits { problems });
+    }
     match path.extension().and_then(|ext| ext.to_str()) {
         Some("wasm") => Ok(Arc::new(WasmPolicy::load(name, bytes, limits.clone())?)),
         Some("rhai") => {
@@ -189,7 +193,12 @@ pub fn load_bytes(
                 path: path.to_owned(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
             })?;
-            Ok(Arc::new(ScriptPolicy::load(name, source, limits.clone())?))
+            let script = ScriptPolicy::load(name, source, limits.clone())?;
+            let decides = Decision::ALL.into_iter().any(|decision| script.implements(decision));
+            if !decides && !script.has_thresholds() {
+                return Err(LoadError::NoDecision { name: name.to_owned() });
+            }
+            Ok(Arc::new(script))
         }
         _ => Err(LoadError::UnknownType {
             path: path.to_owned(),

@@ -91,6 +91,10 @@ impl PolicyRuntime {
     /// policy lacks a decision it is configured for; nothing runs until the
     /// configuration is fixed.
     pub fn new(config: &PolicyConfig, events: Arc<dyn EventSink>) -> Result<Self, LoadError> {
+        let problems = config.sandbox.validate();
+        if !problems.is_empty() {
+            return Err(LoadError::Limits { problems });
+        }
         let mut loaded: Vec<(PolicySource, Arc<dyn Policy>)> = Vec::new();
         let mut slots = Vec::with_capacity(3);
         for decision in Decision::ALL {
@@ -184,6 +188,10 @@ impl PolicyRuntime {
     /// overridden by the thresholds script. A failing thresholds script is
     /// recorded as a policy error and the configured settings are used.
     pub fn settings_for(&self, asset: &AssetStatus) -> Arc<Settings> {
+        self.settings_for_decision(asset, Decision::Drift)
+    }
+
+    fn settings_for_decision(&self, asset: &AssetStatus, decision: Decision) -> Arc<Settings> {
         let thresholds = self
             .thresholds
             .read()
@@ -200,13 +208,17 @@ impl PolicyRuntime {
                 Arc::new(settings)
             }
             Err(error) => {
-                self.record_error(
-                    &error,
-                    script.name(),
-                    script.digest(),
-                    Decision::Drift,
-                    &asset.asset,
-                );
+                let message = error_chain(&error);
+                tracing::warn!(%decision, script = script.name(), subject = %asset.asset,
+                    "thresholds script failed, using the configured settings: {message}");
+                self.events.record(PolicyEvent::PolicyError {
+                    decision,
+                    policy: script.name().to_owned(),
+                    digest: script.digest().to_owned(),
+                    kind: error.kind().to_owned(),
+                    message,
+                    subject: asset.asset.clone(),
+                });
                 Arc::clone(&self.base_settings)
             }
         }
@@ -252,7 +264,7 @@ impl PolicyRuntime {
         assets: &[AssetStatus],
     ) -> Outcome<Vec<Action>> {
         let settings = match assets.first() {
-            Some(asset) => self.settings_for(asset),
+            Some(asset) => self.settings_for_decision(asset, Decision::Remediation),
             None => Arc::clone(&self.base_settings),
         };
         self.decide_with(

@@ -39,6 +39,32 @@ impl Default for SandboxLimits {
 }
 
 impl SandboxLimits {
+    /// Longest deadline accepted: a decision runs on the control loop.
+    pub const MAX_DEADLINE_MS: u64 = 60_000;
+
+    /// Checks the limits and returns one message per problem.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.deadline_ms == 0 || self.deadline_ms > Self::MAX_DEADLINE_MS {
+            problems.push(format!(
+                "sandbox.deadline_ms: `{}` is out of range, expected 1 to {}",
+                self.deadline_ms,
+                Self::MAX_DEADLINE_MS
+            ));
+        }
+        let max_memory = super::wasm::MAX_MEMORY_LIMIT_BYTES;
+        if self.memory_limit_bytes < (1 << 20) || self.memory_limit_bytes > max_memory {
+            problems.push(format!(
+                "sandbox.memory_limit_bytes: `{}` is out of range, expected 1048576 (1 MiB) to {max_memory}",
+                self.memory_limit_bytes
+            ));
+        }
+        if self.rhai_max_operations == 0 {
+            problems.push("sandbox.rhai_max_operations: `0` allows no work, expected at least 1".to_owned());
+        }
+        problems
+    }
+
     /// Returns the per-call deadline.
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)

@@ -8,7 +8,7 @@
 //! Scripts read settings with `setting(name)` (a string, or `()` when
 //! unset), write to the host log with `log(message)` or `print`, and run
 //! under an operation budget, a call-depth limit, size limits and the
-//! call's deadline. `eval` is disabled.
+//! call's deadline. `eval` and `import` are disabled.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -323,6 +323,8 @@ fn sandboxed_engine(limits: &SandboxLimits, logs: &Arc<LogLimiter>) -> Engine {
     engine.set_max_map_size(10_000);
     engine.set_max_variables(1_000);
     engine.disable_symbol("eval");
+    // No `import`: Rhai's default resolver reads `*.rhai` files from disk.
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
 
     engine.on_progress(|operations| {
         if operations % DEADLINE_CHECK_INTERVAL != 0 {

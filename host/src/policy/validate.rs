@@ -61,7 +61,8 @@ pub fn plan(plan: &Option<LoadPlan>, profiles: &[ProfileInfo]) -> Result<(), Str
     check_text("reason", &plan.reason)
 }
 
-/// Checks remediation actions: bounded count, known assets, non-empty targets.
+/// Checks remediation actions: bounded count, known assets, and rollbacks
+/// only to the asset's known-good version when it differs from the running one.
 pub fn actions(actions: &[Action], assets: &[AssetStatus]) -> Result<(), String> {
     if actions.len() > MAX_ACTIONS {
         return Err(format!(
@@ -100,8 +101,23 @@ pub fn actions(actions: &[Action], assets: &[AssetStatus]) -> Result<(), String>
                         truncate_for_message(&request.asset)
                     ));
                 }
-                if request.to_version.is_empty() {
-                    return Err("rollback has an empty `to_version`".to_owned());
+                let status = assets.iter().find(|status| status.asset == request.asset);
+                if let Some(status) = status {
+                    if request.to_version == status.version {
+                        return Err(format!(
+                            "rollback of `{}` targets `{}`, the version it already runs",
+                            status.asset,
+                            truncate_for_message(&request.to_version)
+                        ));
+                    }
+                    if status.known_good_version.as_deref() != Some(request.to_version.as_str()) {
+                        return Err(format!(
+                            "rollback of `{}` targets `{}`, which is not its known-good version ({})",
+                            status.asset,
+                            truncate_for_message(&request.to_version),
+                            status.known_good_version.as_deref().unwrap_or("none")
+                        ));
+                    }
                 }
                 check_text("to_version", &request.to_version)?;
                 check_text("reason", &request.reason)?;

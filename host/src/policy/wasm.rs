@@ -113,7 +113,31 @@ fn compile(name: &str, digest: &str, bytes: &[u8]) -> Result<Component, LoadErro
 /// Returns the epoch ticks that cover `deadline`, plus one tick of slack.
 fn deadline_ticks(deadline: Duration) -> u64 {
     let tick_us = EPOCH_TICK.as_micros().max(1);
-    u64::try_from(deadline.as_micros().div_ceil(tick_us)).unwrap_or(u64::MAX - 1) + 1
+    u64::try_from(deadline.as_micros().div_ceil(tick_us))
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+/// WASI version whose blocking functions are replaced; it must match the
+/// interfaces `wasmtime_wasi::p2::add_to_linker_sync` defines.
+const WASI_IO_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// Replaces WASI's blocking waits (`poll` and `pollable.block`, which
+/// `std::thread::sleep` and every blocking read use) with functions that
+/// trap. A blocked host call cannot be interrupted by the epoch deadline, so
+/// a policy that could sleep could hold its decision far past the deadline.
+fn deny_blocking(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_IO_POLL)?;
+    for function in ["poll", "[method]pollable.block"] {
+        poll.func_new(function, move |_, _, _, _| {
+            Err(wasmtime::format_err!(
+                "policy called `{WASI_IO_POLL}#{function}`: blocking calls are not allowed in policies"
+            ))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// Per-instance state: WASI with no capabilities, the memory limiter and the
@@ -245,6 +269,7 @@ impl WasmPolicy {
             source,
         };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
+        deny_blocking(&mut linker).map_err(link)?;
         types::Policy::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
             .map_err(link)?;
         let pre = linker.instantiate_pre(&component).map_err(link)?;
@@ -380,6 +405,7 @@ impl WasmPolicy {
                 .map_err(|error| self.classify(decision, None, error))?,
         };
         instance.store.data_mut().settings = Arc::clone(settings);
+        instance.store.data_mut().limiter.denied = false;
         instance
             .store
             .set_epoch_deadline(deadline_ticks(self.limits.deadline()));

@@ -19,7 +19,9 @@ pub fn repo_root() -> PathBuf {
 /// the lock of the main one.
 pub fn build_component(manifest: &str, package: &str, artifact: &str) -> PathBuf {
     let root = repo_root();
-    let target_dir = root.join("target/test-policies");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("test-policies");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
         .current_dir(&root)
         .args([

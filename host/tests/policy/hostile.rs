@@ -90,6 +90,7 @@ fn hostile_drift_decisions_fall_back() {
         ("nan", "invalid_output"),
         ("stdout", "timeout"),
         ("log", "timeout"),
+        ("sleep", "trap"),
     ];
     for (mode, kind) in cases {
         let (runtime, events) = hostile_runtime(mode, true);

@@ -251,3 +251,75 @@ fn example_drift_script_agrees_with_default_policy() {
     }
     assert!(checked >= 5, "only {checked} drift fixtures");
 }
+
+#[test]
+fn script_cannot_import_files() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join("secret.rhai"), "export const LEAK = \"secret\";").expect("write module");
+    let source = format!(
+        r#"fn assess(a, c) {{ import "{}/secret" as s; #{{ score: 0.0, level: "None", reasons: [s::LEAK] }} }}"#,
+        dir.path().display()
+    );
+    let (runtime, _events, _file) = script_runtime(&source);
+
+    let outcome = runtime.assess_drift(&asset(AssetKind::Process), &[]);
+
+    let error = outcome.error.expect("import is rejected");
+    assert_eq!(error.kind(), "script");
+    assert!(outcome.value.reasons.iter().all(|reason| !reason.contains("secret")));
+}
+
+#[test]
+fn empty_script_is_rejected() {
+    let file = script_file("// nothing here\n");
+
+    let error = policy::load_file(file.path(), &SandboxLimits::default()).expect_err("no decision");
+
+    assert!(matches!(error, LoadError::NoDecision { .. }), "{error}");
+}
+
+#[test]
+fn out_of_range_limits_are_rejected() {
+    let limits = SandboxLimits { deadline_ms: 0, memory_limit_bytes: usize::MAX, ..SandboxLimits::default() };
+    let file = script_file(GOOD_SCRIPT);
+
+    let error = policy::load_file(file.path(), &limits).expect_err("invalid limits");
+
+    let message = error.to_string();
+    assert!(message.contains("sandbox.deadline_ms"), "{message}");
+    assert!(message.contains("sandbox.memory_limit_bytes"), "{message}");
+}
+
+#[test]
+fn rollback_outside_guardrails_is_rejected() {
+    let cases = [("running version", "v2"), ("unknown version", "v9-never-deployed")];
+    for (name, target) in cases {
+        let source = format!(
+            r#"fn decide(service, assets) {{ [#{{ Rollback: #{{ asset: "api", to_version: "{target}", reason: "test" }} }}] }}"#
+        );
+        let (runtime, _events, _file) = script_runtime(&source);
+        let mut failed = asset(AssetKind::Process);
+        failed.shadow_failure = Some("errors under peak".to_owned());
+
+        let outcome = runtime.remediate(&service(), &[failed]);
+
+        let error = outcome.error.unwrap_or_else(|| panic!("{name}: rollback accepted"));
+        assert_eq!(error.kind(), "invalid_output", "{name}: {error}");
+    }
+}
+
+#[test]
+fn misspelt_expectation_is_a_mismatch() {
+    let (runtime, _events, _file) = script_runtime(GOOD_SCRIPT);
+    let mut case = umbra_host::policy::Case::parse(
+        &std::fs::read_to_string(crate::common::repo_root().join("policies/default/fixtures/drift-no-drift.json"))
+            .expect("fixture"),
+    )
+    .expect("case");
+    case.expect = Some(serde_json::json!({ "levle": "None" }));
+
+    let result = case.run(&runtime).expect("case runs");
+
+    assert_eq!(result.mismatches.len(), 1, "{:?}", result.mismatches);
+    assert!(result.mismatches[0].contains("unknown field `levle`"), "{:?}", result.mismatches);
+}

@@ -72,6 +72,10 @@ impl umbra_guest::Drift for Hostile {
             "log" => loop {
                 umbra_guest::log(umbra_guest::Level::Info, "hostile policy floods the log");
             },
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                valid
+            }
             "grow-once" => {
                 if let Ok(mut kept) = KEPT.lock() {
                     kept.push(black_box(vec![7u8; 4 << 20]));
