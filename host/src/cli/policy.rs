@@ -54,7 +54,11 @@ fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
     let loaded = match policy::load_file(&file, &SandboxLimits::default()) {
         Ok(loaded) => loaded,
         Err(error) => {
-            eprintln!("error: {:#}", anyhow::Error::new(error).context(format!("policy `{}` is not usable", file.display())));
+            eprintln!(
+                "error: {:#}",
+                anyhow::Error::new(error)
+                    .context(format!("policy `{}` is not usable", file.display()))
+            );
             return Ok(ExitCode::FAILURE);
         }
     };

@@ -125,7 +125,9 @@ struct Expectation {
     rollback_to: Option<String>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(deserializer).map(Some)
 }
 
@@ -137,7 +139,9 @@ pub(crate) fn check(decision: Decision, actual: &Value, expect: &Value) -> Vec<S
     };
     let mut problems = Vec::new();
     let misplaced = match decision {
-        Decision::Drift => expect.profile.is_some() || expect.actions.is_some() || expect.rollback_to.is_some(),
+        Decision::Drift => {
+            expect.profile.is_some() || expect.actions.is_some() || expect.rollback_to.is_some()
+        }
         Decision::Sequencer => {
             expect.level.is_some()
                 || expect.score_min.is_some()
@@ -155,7 +159,9 @@ pub(crate) fn check(decision: Decision, actual: &Value, expect: &Value) -> Vec<S
         }
     };
     if misplaced {
-        problems.push(format!("invalid expectation: it names fields that do not apply to a {decision} decision"));
+        problems.push(format!(
+            "invalid expectation: it names fields that do not apply to a {decision} decision"
+        ));
     }
     match decision {
         Decision::Drift => check_drift(actual, &expect, &mut problems),
@@ -179,7 +185,10 @@ fn check_drift(actual: &Value, expect: &Expectation, problems: &mut Vec<String>)
             problems.push(format!("level is {actual_level:?}, expected \"{level}\""));
         }
     }
-    let score = actual.get("score").and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let score = actual
+        .get("score")
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN);
     if let Some(min) = expect.score_min
         && (score.is_nan() || score < min)
     {
@@ -191,8 +200,16 @@ fn check_drift(actual: &Value, expect: &Expectation, problems: &mut Vec<String>)
         problems.push(format!("score {score} is above {max}"));
     }
     if let Some(needle) = &expect.reason_contains {
-        let reasons = actual.get("reasons").and_then(Value::as_array).cloned().unwrap_or_default();
-        if !reasons.iter().filter_map(Value::as_str).any(|reason| reason.contains(needle.as_str())) {
+        let reasons = actual
+            .get("reasons")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !reasons
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|reason| reason.contains(needle.as_str()))
+        {
             problems.push(format!("no reason contains `{needle}`"));
         }
     }
@@ -202,7 +219,11 @@ fn check_remediation(actual: &Value, expect: &Expectation, problems: &mut Vec<St
     let actions = actual.as_array().cloned().unwrap_or_default();
     let kinds: Vec<String> = actions
         .iter()
-        .filter_map(|action| action.as_object().and_then(|object| object.keys().next().cloned()))
+        .filter_map(|action| {
+            action
+                .as_object()
+                .and_then(|object| object.keys().next().cloned())
+        })
         .map(|kind| kind.to_lowercase())
         .collect();
     if let Some(expected) = &expect.actions
@@ -211,7 +232,9 @@ fn check_remediation(actual: &Value, expect: &Expectation, problems: &mut Vec<St
         problems.push(format!("actions are {kinds:?}, expected {expected:?}"));
     }
     if let Some(to) = &expect.rollback_to {
-        let target = actions.iter().find_map(|action| action.get("Rollback")?.get("to_version")?.as_str());
+        let target = actions
+            .iter()
+            .find_map(|action| action.get("Rollback")?.get("to_version")?.as_str());
         if target != Some(to.as_str()) {
             problems.push(format!("rollback target is {target:?}, expected `{to}`"));
         }

@@ -194,9 +194,13 @@ pub fn load_bytes(
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
             })?;
             let script = ScriptPolicy::load(name, source, limits.clone())?;
-            let decides = Decision::ALL.into_iter().any(|decision| script.implements(decision));
+            let decides = Decision::ALL
+                .into_iter()
+                .any(|decision| script.implements(decision));
             if !decides && !script.has_thresholds() {
-                return Err(LoadError::NoDecision { name: name.to_owned() });
+                return Err(LoadError::NoDecision {
+                    name: name.to_owned(),
+                });
             }
             Ok(Arc::new(script))
         }

@@ -60,7 +60,9 @@ impl SandboxLimits {
             ));
         }
         if self.rhai_max_operations == 0 {
-            problems.push("sandbox.rhai_max_operations: `0` allows no work, expected at least 1".to_owned());
+            problems.push(
+                "sandbox.rhai_max_operations: `0` allows no work, expected at least 1".to_owned(),
+            );
         }
         problems
     }

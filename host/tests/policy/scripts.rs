@@ -255,7 +255,11 @@ fn example_drift_script_agrees_with_default_policy() {
 #[test]
 fn script_cannot_import_files() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(dir.path().join("secret.rhai"), "export const LEAK = \"secret\";").expect("write module");
+    std::fs::write(
+        dir.path().join("secret.rhai"),
+        "export const LEAK = \"secret\";",
+    )
+    .expect("write module");
     let source = format!(
         r#"fn assess(a, c) {{ import "{}/secret" as s; #{{ score: 0.0, level: "None", reasons: [s::LEAK] }} }}"#,
         dir.path().display()
@@ -266,7 +270,13 @@ fn script_cannot_import_files() {
 
     let error = outcome.error.expect("import is rejected");
     assert_eq!(error.kind(), "script");
-    assert!(outcome.value.reasons.iter().all(|reason| !reason.contains("secret")));
+    assert!(
+        outcome
+            .value
+            .reasons
+            .iter()
+            .all(|reason| !reason.contains("secret"))
+    );
 }
 
 #[test]
@@ -280,7 +290,11 @@ fn empty_script_is_rejected() {
 
 #[test]
 fn out_of_range_limits_are_rejected() {
-    let limits = SandboxLimits { deadline_ms: 0, memory_limit_bytes: usize::MAX, ..SandboxLimits::default() };
+    let limits = SandboxLimits {
+        deadline_ms: 0,
+        memory_limit_bytes: usize::MAX,
+        ..SandboxLimits::default()
+    };
     let file = script_file(GOOD_SCRIPT);
 
     let error = policy::load_file(file.path(), &limits).expect_err("invalid limits");
@@ -292,7 +306,10 @@ fn out_of_range_limits_are_rejected() {
 
 #[test]
 fn rollback_outside_guardrails_is_rejected() {
-    let cases = [("running version", "v2"), ("unknown version", "v9-never-deployed")];
+    let cases = [
+        ("running version", "v2"),
+        ("unknown version", "v9-never-deployed"),
+    ];
     for (name, target) in cases {
         let source = format!(
             r#"fn decide(service, assets) {{ [#{{ Rollback: #{{ asset: "api", to_version: "{target}", reason: "test" }} }}] }}"#
@@ -303,7 +320,9 @@ fn rollback_outside_guardrails_is_rejected() {
 
         let outcome = runtime.remediate(&service(), &[failed]);
 
-        let error = outcome.error.unwrap_or_else(|| panic!("{name}: rollback accepted"));
+        let error = outcome
+            .error
+            .unwrap_or_else(|| panic!("{name}: rollback accepted"));
         assert_eq!(error.kind(), "invalid_output", "{name}: {error}");
     }
 }
@@ -312,8 +331,10 @@ fn rollback_outside_guardrails_is_rejected() {
 fn misspelt_expectation_is_a_mismatch() {
     let (runtime, _events, _file) = script_runtime(GOOD_SCRIPT);
     let mut case = umbra_host::policy::Case::parse(
-        &std::fs::read_to_string(crate::common::repo_root().join("policies/default/fixtures/drift-no-drift.json"))
-            .expect("fixture"),
+        &std::fs::read_to_string(
+            crate::common::repo_root().join("policies/default/fixtures/drift-no-drift.json"),
+        )
+        .expect("fixture"),
     )
     .expect("case");
     case.expect = Some(serde_json::json!({ "levle": "None" }));
@@ -321,5 +342,9 @@ fn misspelt_expectation_is_a_mismatch() {
     let result = case.run(&runtime).expect("case runs");
 
     assert_eq!(result.mismatches.len(), 1, "{:?}", result.mismatches);
-    assert!(result.mismatches[0].contains("unknown field `levle`"), "{:?}", result.mismatches);
+    assert!(
+        result.mismatches[0].contains("unknown field `levle`"),
+        "{:?}",
+        result.mismatches
+    );
 }
