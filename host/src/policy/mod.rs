@@ -175,7 +175,7 @@ pub fn load_file(path: &Path, limits: &SandboxLimits) -> Result<Arc<dyn Policy>,
     load_bytes(path, &name, &bytes, limits)
 }
 
-/// Loads policy bytes whose type is told by `path`'s extension.
+/// Loads policy bytes whose type comes from `path`'s extension.
 pub fn load_bytes(
     path: &Path,
     name: &str,

@@ -39,7 +39,7 @@ impl Default for SandboxLimits {
 }
 
 impl SandboxLimits {
-    /// Longest deadline accepted: a decision runs on the control loop.
+    /// Maximum deadline accepted, because a decision runs on the control loop.
     pub const MAX_DEADLINE_MS: u64 = 60_000;
 
     /// Checks the limits and returns one message per problem.
