@@ -182,7 +182,9 @@ fn check_drift(actual: &Value, expect: &Expectation, problems: &mut Vec<String>)
     if let Some(level) = &expect.level {
         let actual_level = actual.get("level").and_then(Value::as_str);
         if actual_level != Some(level.as_str()) {
-            problems.push(format!("level is {actual_level:?}, expected \"{level}\""));
+            let shown =
+                actual_level.map_or_else(|| "missing".to_owned(), |level| format!("\"{level}\""));
+            problems.push(format!("level is {shown}, expected \"{level}\""));
         }
     }
     let score = actual
