@@ -37,11 +37,11 @@ pub fn level_for(score: f64, moderate: f64, significant: f64) -> DriftLevel {
     }
 }
 
-/// Formats a reason line for `metric`, for example
-/// `latency_p99_seconds: +42.0% (p=0.001, noise floor 3.0%)`.
+/// Formats a reason line for a comparison, for example
+/// `latency_p99_seconds: +42.0% (drifting, p=1.0e-4, noise floor 3.0%)`.
 pub fn reason(comparison: &Comparison, verdict: &str) -> String {
     format!(
-        "{}: {:+.1}% ({verdict}, p={:.3}, noise floor {:.1}%)",
+        "{}: {:+.1}% ({verdict}, p={:.1e}, noise floor {:.1}%)",
         comparison.metric,
         comparison.relative_change * 100.0,
         comparison.p_value,
