@@ -1,4 +1,5 @@
 //! End-to-end tests of the `umbra` binary.
 
 mod common;
+mod ingest_cli;
 mod policy_cli;

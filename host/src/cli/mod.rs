@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and subcommand dispatch.
 
+mod ingest;
 mod policy;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     /// Check and run policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the metric store with its push, remote-write, query and scrape server.
+    Ingest(ingest::IngestArgs),
 }
 
 /// Installs the tracing subscriber. `RUST_LOG` overrides the default filter,
@@ -54,5 +57,6 @@ pub fn init_tracing(format: LogFormat) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Policy(command) => policy::run(command),
+        Command::Ingest(args) => ingest::run(args),
     }
 }
