@@ -6,7 +6,8 @@
 //! `thresholds(asset)`. Arguments and results use the serde form of the
 //! contract's types (`#{ score: 0.4, level: "Moderate", reasons: [] }`).
 //! Scripts read settings with `setting(name)` (a string, or `()` when
-//! unset), write to the host log with `log(message)` or `print`, and run
+//! unset) or `setting_f64(name, otherwise)` (a finite number, or `otherwise`
+//! when unset or not a number), write to the host log with `log(message)` or `print`, and run
 //! under an operation budget, a call-depth limit, size limits and the
 //! call's deadline. `eval` and `import` are disabled.
 
@@ -353,6 +354,15 @@ fn sandboxed_engine(limits: &SandboxLimits, logs: &Arc<LogLimiter>) -> Engine {
                 .as_ref()
                 .and_then(|state| state.settings.get(name).cloned())
                 .map_or(Dynamic::UNIT, Dynamic::from)
+        })
+    });
+    engine.register_fn("setting_f64", |name: &str, otherwise: f64| -> f64 {
+        CALL.with(|call| {
+            call.borrow()
+                .as_ref()
+                .and_then(|state| state.settings.get(name)?.trim().parse::<f64>().ok())
+                .filter(|value| value.is_finite())
+                .unwrap_or(otherwise)
         })
     });
     engine.register_fn("now_ms", || -> i64 {
