@@ -20,8 +20,8 @@ pub enum PolicyCommand {
     /// Run one decision case through a policy and print the JSON result.
     ///
     /// Exits with status 1 when the case has an expectation that the
-    /// decision does not meet, or when the policy failed and the fallback
-    /// decided instead.
+    /// decision does not meet, when the policy failed and the fallback
+    /// decided instead, or when the thresholds script failed.
     Eval {
         /// A `.wasm` component or a `.rhai` script.
         file: PathBuf,
@@ -99,7 +99,7 @@ fn eval(
         PolicySource(file.clone()),
         thresholds.map(PolicySource),
         &config,
-        events,
+        events.clone(),
     )
     .context("failed to load the thresholds script")?;
 
@@ -107,8 +107,13 @@ fn eval(
         .run(&runtime)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("invalid case file `{}`", input.display()))?;
-    println!("{}", serde_json::to_string_pretty(&result)?);
-    if result.policy_error.is_some() || !result.mismatches.is_empty() {
+    // Events include failures that do not replace the decision, such as a
+    // thresholds script that failed and left the configured settings in use.
+    let recorded = events.snapshot();
+    let mut output = serde_json::to_value(&result)?;
+    output["events"] = serde_json::to_value(&recorded)?;
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    if result.policy_error.is_some() || !result.mismatches.is_empty() || !recorded.is_empty() {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
