@@ -24,7 +24,7 @@ pub fn worse_change(comparison: &Comparison) -> f64 {
 }
 
 /// Maps a drift score to a level: at or above `significant` is significant, at
-/// or above `moderate` is moderate, above 0 is small, and 0 (or NaN) is none.
+/// or above `moderate` is moderate, above 0 is small, and 0 (or NaN) maps to `DriftLevel::None`.
 pub fn level_for(score: f64, moderate: f64, significant: f64) -> DriftLevel {
     if score >= significant {
         DriftLevel::Significant

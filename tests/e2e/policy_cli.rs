@@ -146,8 +146,13 @@ fn eval_rejects_malformed_case() {
 
 #[test]
 fn eval_reports_failing_thresholds_script() {
-    let mut script = tempfile::Builder::new().suffix(".rhai").tempfile().expect("temporary file");
-    script.write_all(b"fn thresholds(asset) { throw \"broken thresholds\" }").expect("write");
+    let mut script = tempfile::Builder::new()
+        .suffix(".rhai")
+        .tempfile()
+        .expect("temporary file");
+    script
+        .write_all(b"fn thresholds(asset) { throw \"broken thresholds\" }")
+        .expect("write");
 
     let output = umbra(&[
         "policy",
@@ -161,9 +166,15 @@ fn eval_reports_failing_thresholds_script() {
 
     assert_eq!(output.status.code(), Some(1));
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
-    assert_eq!(result["policy_error"], serde_json::Value::Null, "the policy itself decided");
+    assert_eq!(
+        result["policy_error"],
+        serde_json::Value::Null,
+        "the policy itself decided"
+    );
     assert_eq!(result["events"][0]["type"], "policy_error");
     assert_eq!(result["events"][0]["decision"], "remediation");
-    let message = result["events"][0]["message"].as_str().expect("an event message");
+    let message = result["events"][0]["message"]
+        .as_str()
+        .expect("an event message");
     assert!(message.contains("broken thresholds"), "{message}");
 }

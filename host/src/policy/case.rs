@@ -182,9 +182,9 @@ fn check_drift(actual: &Value, expect: &Expectation, problems: &mut Vec<String>)
     if let Some(level) = &expect.level {
         let actual_level = actual.get("level").and_then(Value::as_str);
         if actual_level != Some(level.as_str()) {
-            let shown =
+            let actual_text =
                 actual_level.map_or_else(|| "missing".to_owned(), |level| format!("\"{level}\""));
-            problems.push(format!("level is {shown}, expected \"{level}\""));
+            problems.push(format!("level is {actual_text}, expected \"{level}\""));
         }
     }
     let score = actual

@@ -1,4 +1,4 @@
-//! Which policy makes which decision, and with what limits and settings.
+//! Policy configuration: the policy for each decision, its limits and settings.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SandboxLimits;
 
-/// Where a policy comes from: a `.wasm` component or `.rhai` script, or
+/// Source of a policy: a `.wasm` component or `.rhai` script, or
 /// `builtin` for the embedded default (the default policy for decisions,
 /// `policies/thresholds.rhai` for thresholds).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -15,7 +15,7 @@ use super::SandboxLimits;
 pub struct PolicySource(pub PathBuf);
 
 impl PolicySource {
-    /// The embedded default.
+    /// Returns the source of the embedded default.
     pub fn builtin() -> Self {
         Self(PathBuf::from("builtin"))
     }

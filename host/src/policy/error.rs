@@ -133,7 +133,7 @@ impl std::str::FromStr for Decision {
     }
 }
 
-/// A policy's failure during one decision. The runtime answers with the
+/// A policy's failure during one decision. The runtime returns the
 /// fallback's decision and records this error as an event.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

@@ -1,7 +1,7 @@
 //! The built-in conservative fallback policy.
 //!
 //! It decides when the configured policy fails. It is deliberately cautious:
-//! drift needs stronger evidence than the default policy asks for, the
+//! drift needs stronger evidence than the default policy requires, the
 //! sequencer never escalates load, and remediation may notify but never rolls
 //! back or runs a procedure.
 

@@ -3,7 +3,7 @@
 //! Three decisions exist (see `wit/policy.wit`): **drift** turns live-versus-
 //! shadow comparisons into a score and level, the **sequencer** picks the
 //! shadow's next load plan, and **remediation** returns actions for a
-//! service. Each is answered by a [`Policy`]: a sandboxed WebAssembly
+//! service. Each is made by a [`Policy`]: a sandboxed WebAssembly
 //! component ([`WasmPolicy`]) or a Rhai script ([`ScriptPolicy`]). A
 //! thresholds script (`thresholds(asset)` in Rhai) may compute per-asset
 //! settings that the host passes to the policy.

@@ -24,7 +24,7 @@ pub struct Outcome<T> {
     pub policy: String,
     /// Digest of the policy that was asked; recorded in the audit log.
     pub digest: String,
-    /// Why the fallback decided instead of the policy.
+    /// The policy's error when the fallback decided instead of the policy.
     pub error: Option<PolicyError>,
     /// Time spent, including the fallback.
     pub elapsed: Duration,
@@ -136,8 +136,8 @@ impl PolicyRuntime {
         })
     }
 
-    /// Creates a runtime in which `policy` answers every decision it
-    /// implements; the fallback answers the others. Used by
+    /// Creates a runtime in which `policy` makes every decision it
+    /// implements and the fallback makes the others. Used by
     /// `umbra policy eval` and by tests of single-decision policies.
     pub fn for_policy(
         policy: Arc<dyn Policy>,
@@ -174,7 +174,7 @@ impl PolicyRuntime {
         })
     }
 
-    /// Returns the policy currently answering `decision`.
+    /// Returns the policy that currently makes `decision`.
     pub fn policy(&self, decision: Decision) -> Arc<dyn Policy> {
         Arc::clone(
             &self.decisions[index(decision)]

@@ -111,9 +111,9 @@ impl CapturedOutput {
 }
 
 mod wasi_stream {
-    //! `CapturedOutput` as a WASI output stream. Writes never block and never
-    //! fail: past capacity the bytes are dropped, so a flood costs the guest
-    //! its own time only.
+    //! `CapturedOutput` as a WASI output stream. Writes do not block or fail.
+    //! Past capacity the bytes are dropped and counted, so a flood costs the
+    //! guest only its own time.
 
     use std::pin::Pin;
     use std::task::{Context, Poll};

@@ -5,11 +5,11 @@
 //! `next_plan(asset, profiles)`, `decide(service, assets)` and
 //! `thresholds(asset)`. Arguments and results use the serde form of the
 //! contract's types (`#{ score: 0.4, level: "Moderate", reasons: [] }`).
-//! Scripts read settings with `setting(name)` (a string, or `()` when
-//! unset) or `setting_f64(name, otherwise)` (a finite number, or `otherwise`
-//! when unset or not a number), write to the host log with `log(message)` or `print`, and run
-//! under an operation budget, a call-depth limit, size limits and the
-//! call's deadline. `eval` and `import` are disabled.
+//! Scripts read settings with `setting(name)`, which returns a string or `()`
+//! when unset, or with `setting_f64(name, otherwise)`, which returns a finite
+//! number or `otherwise`. They write to the host log with `log(message)` or
+//! `print`. A call runs under an operation budget, a call-depth limit, size
+//! limits and the call's deadline. `eval` and `import` are disabled.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -290,11 +290,13 @@ fn comparison_to_dynamic(comparison: &Comparison) -> Dynamic {
         map.insert("max".into(), Dynamic::from_float(summary.max));
         Dynamic::from_map(map)
     };
+
     let direction = match comparison.direction {
         super::types::Direction::HigherIsWorse => "HigherIsWorse",
         super::types::Direction::LowerIsWorse => "LowerIsWorse",
         super::types::Direction::Either => "Either",
     };
+
     let mut map = rhai::Map::new();
     map.insert("metric".into(), Dynamic::from(comparison.metric.clone()));
     map.insert("live".into(), summary(&comparison.live));

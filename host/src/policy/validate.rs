@@ -8,7 +8,7 @@ pub const MAX_REASONS: usize = 64;
 pub const MAX_ACTIONS: usize = 64;
 /// Maximum length of any string a policy returns, in bytes.
 pub const MAX_TEXT_BYTES: usize = 1024;
-/// Longest plan a sequencer may ask for: one day, in milliseconds.
+/// Maximum plan duration a sequencer may request: one day, in milliseconds.
 pub const MAX_PLAN_DURATION_MS: u64 = 24 * 3600 * 1000;
 
 fn check_text(field: &str, text: &str) -> Result<(), String> {

@@ -3,7 +3,7 @@
 //! A component is compiled once per process (cached by digest) and
 //! pre-linked against WASI and the `umbra:policy/host` imports. WASI is
 //! granted nothing: no preopened directories, no environment, no arguments,
-//! no sockets or name lookups; stdout and stderr go to a bounded capture that
+//! no sockets or name lookups. Stdout and stderr go to a bounded capture that
 //! the host writes to its log under a rate limit. Each call runs under an
 //! epoch deadline and a memory limit. With instance reuse (the default) one
 //! instance serves every call until it fails; a failed instance is dropped,

@@ -117,7 +117,7 @@ pub fn summary(median: f64) -> Summary {
     }
 }
 
-/// A higher-is-worse comparison with the given medians and p-value.
+/// Builds a higher-is-worse comparison with the given medians and p-value.
 pub fn comparison(metric: &str, live: f64, shadow: f64, p_value: f64) -> Comparison {
     Comparison {
         metric: metric.to_owned(),

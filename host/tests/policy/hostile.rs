@@ -1,4 +1,4 @@
-//! Hostile policies: the host stays up, answers within the deadline plus a
+//! Hostile policies: the host stays up, returns within the deadline plus a
 //! small margin, uses the fallback and records a policy-error event.
 
 use std::sync::Arc;
