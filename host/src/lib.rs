@@ -7,7 +7,10 @@
 //! live in the [`store`], fed by [`ingest`].
 
 pub mod analysis;
+pub mod api;
 pub mod confidence;
+pub mod config;
+pub mod engine;
 pub mod ingest;
 pub mod load;
 pub mod policy;

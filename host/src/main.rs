@@ -8,7 +8,7 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(args.log_format);
+    cli::init_tracing(&args);
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {

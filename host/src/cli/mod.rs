@@ -1,7 +1,11 @@
 //! Command-line interface: argument parsing and subcommand dispatch.
 
+mod demo;
 mod ingest;
 mod policy;
+mod remote;
+mod run;
+mod timeline;
 
 use std::process::ExitCode;
 
@@ -36,18 +40,32 @@ enum Command {
     Policy(policy::PolicyCommand),
     /// Run the metric store with its push, remote-write, query and scrape server.
     Ingest(ingest::IngestArgs),
+    /// Run the engine as a daemon with its API.
+    Run(run::RunArgs),
+    /// Deploy a version to an asset of a running daemon.
+    Deploy(remote::DeployArgs),
+    /// Roll an asset of a running daemon back to a known-good version.
+    Rollback(remote::RollbackArgs),
+    /// Print the services and assets of a running daemon.
+    Status(remote::StatusArgs),
+    /// Run the whole mission on the bundled demo service, in under three minutes.
+    Demo(demo::DemoArgs),
 }
 
 /// Installs the tracing subscriber. `RUST_LOG` overrides the default filter,
 /// which keeps cranelift, wasmtime and hyper internals quiet.
-pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,cranelift=warn,wasmtime=warn,hyper=warn")
-    });
+pub fn init_tracing(cli: &Cli) {
+    // The demo prints its own timeline; its log only shows problems.
+    let default = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info,cranelift=warn,wasmtime=warn,hyper=warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
+    match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
@@ -58,5 +76,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Policy(command) => policy::run(command),
         Command::Ingest(args) => ingest::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Deploy(args) => remote::deploy(args),
+        Command::Rollback(args) => remote::rollback(args),
+        Command::Status(args) => remote::status(args),
+        Command::Demo(args) => demo::run(args),
     }
 }

@@ -180,7 +180,9 @@ async fn query(query_string: &str, state: &ApiState) -> HttpResponse {
     }
 }
 
-fn parse_query(params: &BTreeMap<String, String>) -> Result<(Selector, RangeQuery), String> {
+pub(crate) fn parse_query(
+    params: &BTreeMap<String, String>,
+) -> Result<(Selector, RangeQuery), String> {
     let required = |name: &str| {
         params
             .get(name)
@@ -253,7 +255,7 @@ pub(crate) fn parse_duration_ms(text: &str) -> Option<i64> {
     number.checked_mul(unit).filter(|&ms| ms > 0)
 }
 
-fn series_json(series: &[SeriesPoints]) -> serde_json::Value {
+pub(crate) fn series_json(series: &[SeriesPoints]) -> serde_json::Value {
     series
         .iter()
         .map(|s| {

@@ -27,7 +27,7 @@ mod collect;
 mod config;
 pub mod exposition;
 mod forward;
-mod http;
+pub(crate) mod http;
 mod limits;
 pub mod procfs;
 pub mod push;

@@ -1,0 +1,234 @@
+//! Request handlers of the API.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::State;
+use crate::engine::{DeployRequest, EngineError, MAX_PAYLOAD_BYTES};
+use crate::ingest::http::{parse_query, series_json};
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Largest request body: a deployment payload and its JSON envelope.
+const MAX_BODY_BYTES: usize = MAX_PAYLOAD_BYTES * 2 + 4096;
+
+pub(super) async fn handle(
+    request: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<HttpResponse, Infallible> {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let params: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let path = request.uri().path().to_owned();
+    let response = match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".to_owned(), "text/plain"),
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            state.engine.telemetry().encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        (&Method::GET, "/v1/status") => json_ok(&*state.engine.status()),
+        (&Method::GET, "/v1/events") => match since(&params) {
+            Ok(since) => match state.engine.events_since(since) {
+                Ok(events) => json_ok(&events),
+                Err(error) => engine_error(&error),
+            },
+            Err(response) => *response,
+        },
+        (&Method::GET, "/v1/audit") => match since(&params) {
+            Ok(since) => match state.engine.audit_since(since) {
+                Ok(records) => json_ok(&records),
+                Err(error) => engine_error(&error),
+            },
+            Err(response) => *response,
+        },
+        (&Method::GET, "/v1/series") => series(&params, &state).await,
+        (&Method::GET, "/v1/deployments") => match params.get("asset") {
+            Some(asset) => match state.engine.versions(asset) {
+                Ok(versions) => json_ok(&versions),
+                Err(error) => engine_error(&error),
+            },
+            None => error(
+                StatusCode::BAD_REQUEST,
+                "missing parameter `asset`: ask for /v1/deployments?asset=NAME".to_owned(),
+            ),
+        },
+        (&Method::POST, "/v1/deployments") => match authorize(&request, &state) {
+            Err(response) => *response,
+            Ok(()) => match read_json::<DeployRequest>(request).await {
+                Err(response) => *response,
+                Ok(deployment) => match state.engine.deploy(deployment).await {
+                    Ok(outcome) => json_response(StatusCode::CREATED, &outcome),
+                    Err(error) => engine_error(&error),
+                },
+            },
+        },
+        (&Method::POST, "/v1/rollback") => match authorize(&request, &state) {
+            Err(response) => *response,
+            Ok(()) => match read_json::<RollbackRequest>(request).await {
+                Err(response) => *response,
+                Ok(rollback) => match state
+                    .engine
+                    .rollback(&rollback.asset, rollback.to_version)
+                    .await
+                {
+                    Ok(outcome) => json_ok(&outcome),
+                    Err(error) => engine_error(&error),
+                },
+            },
+        },
+        (
+            _,
+            "/healthz" | "/metrics" | "/v1/status" | "/v1/events" | "/v1/audit" | "/v1/series"
+            | "/v1/deployments" | "/v1/rollback",
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} is not allowed on {path}", request.method()),
+        ),
+        _ => error(StatusCode::NOT_FOUND, format!("no endpoint {path}")),
+    };
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    asset: String,
+    #[serde(default)]
+    to_version: Option<String>,
+}
+
+fn since(params: &BTreeMap<String, String>) -> Result<i64, Box<HttpResponse>> {
+    match params.get("since") {
+        None => Ok(0),
+        Some(text) => text.parse().map_err(|_| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid `since` `{text}`: expected milliseconds since the Unix epoch"),
+            ))
+        }),
+    }
+}
+
+async fn series(params: &BTreeMap<String, String>, state: &State) -> HttpResponse {
+    let (selector, range) = match parse_query(params) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let store = state.engine.store().clone();
+    match tokio::task::spawn_blocking(move || store.query(&selector, &range)).await {
+        Ok(Ok(series)) => json_ok(&json!({"status": "success", "data": series_json(&series)})),
+        Ok(Err(crate::store::StoreError::InvalidQuery(message))) => {
+            error(StatusCode::BAD_REQUEST, message)
+        }
+        Ok(Err(store_error)) => error(StatusCode::INTERNAL_SERVER_ERROR, store_error.to_string()),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "query task failed".to_owned(),
+        ),
+    }
+}
+
+fn authorize(request: &Request<Incoming>, state: &State) -> Result<(), Box<HttpResponse>> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let matches = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if matches {
+        Ok(())
+    } else {
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: send `Authorization: Bearer <token>` with the token the daemon was started with".to_owned(),
+        )))
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, Box<HttpResponse>> {
+    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            Box::new(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes or was cut off"),
+            ))
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|parse_error| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON body: {parse_error}"),
+        ))
+    })
+}
+
+fn engine_error(engine_error: &EngineError) -> HttpResponse {
+    let status = match engine_error {
+        EngineError::UnknownAsset(_) | EngineError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
+        EngineError::InvalidDeployment(_) => StatusCode::BAD_REQUEST,
+        EngineError::AlreadyLive { .. }
+        | EngineError::BadVersion { .. }
+        | EngineError::NoKnownGood { .. }
+        | EngineError::RollbackRefused { .. }
+        | EngineError::Version(_) => StatusCode::CONFLICT,
+        EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, engine_error.to_string())
+}
+
+fn json_ok<T: serde::Serialize + ?Sized>(value: &T) -> HttpResponse {
+    json_response(StatusCode::OK, value)
+}
+
+fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => text_bytes(status, body, "application/json"),
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the response\n".to_owned(),
+            "text/plain",
+        ),
+    }
+}
+
+fn error(status: StatusCode, message: String) -> HttpResponse {
+    json_response(status, &json!({"error": message}))
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> HttpResponse {
+    text_bytes(status, body.into_bytes(), content_type)
+}
+
+fn text_bytes(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}

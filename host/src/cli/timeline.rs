@@ -1,0 +1,228 @@
+//! A readable, one-line-per-event rendering of engine events, used by
+//! `umbra demo`.
+
+use umbra_host::engine::EngineEvent;
+
+/// The line for `event`, or `None` for events the timeline leaves out.
+pub fn line(event: &EngineEvent) -> Option<String> {
+    use EngineEvent::*;
+    let text = match event {
+        EngineStarted { assets, dry_run } => format!(
+            "engine    started with {} asset(s){}",
+            assets.len(),
+            if *dry_run { " in dry-run mode" } else { "" }
+        ),
+        LeftoversCleaned {
+            stopped,
+            removed_dirs,
+            adopted_live,
+        } => format!(
+            "recovery  cleaned up after an earlier run: {} stopped, {} directories removed, {} live adopted",
+            stopped.len(),
+            removed_dirs.len(),
+            adopted_live.len()
+        ),
+        Deployed {
+            asset,
+            version,
+            previous,
+            origin,
+        } => format!(
+            "deploy    {asset} {} -> {version} (from {origin})",
+            previous.as_deref().unwrap_or("-")
+        ),
+        InstanceStarted {
+            asset,
+            role,
+            version,
+            port,
+            pid,
+            adopted,
+        } => format!(
+            "{:<9} {asset} {version} up on 127.0.0.1:{port} (pid {pid}){}",
+            role,
+            if *adopted { ", adopted" } else { "" }
+        ),
+        InstanceStartFailed {
+            asset,
+            role,
+            version,
+            error,
+        } => format!(
+            "{role:<9} {asset} {version} failed to start: {}",
+            first_line(error)
+        ),
+        InstanceExited {
+            asset,
+            role,
+            version,
+            status,
+        } => format!("{role:<9} {asset} {version} exited: {status}"),
+        InstanceStopped { .. } => return None,
+        Calibrated { asset, windows, .. } => format!(
+            "analysis  {asset}: noise floor measured over {windows} A/A windows; comparing live and shadow"
+        ),
+        Drift {
+            asset,
+            score,
+            level,
+            reasons,
+            ..
+        } => format!(
+            "drift     {asset}: {level} (score {score:.2}){}",
+            reasons
+                .first()
+                .map(|reason| format!(": {reason}"))
+                .unwrap_or_default()
+        ),
+        ProfileStarted {
+            asset,
+            role,
+            profile,
+            peak_rps,
+            duration_ms,
+            reason,
+            ..
+        } => format!(
+            "load      {asset} {role}: profile `{profile}` up to {peak_rps:.0} req/s for {:.0} s ({reason})",
+            *duration_ms as f64 / 1000.0
+        ),
+        ProfileProgress {
+            role,
+            profile,
+            elapsed_ms,
+            duration_ms,
+            throughput_rps,
+            error_rate,
+            latency_p99_ms,
+            ..
+        } => format!(
+            "progress  {role} `{profile}` {:>3.0}%: {throughput_rps:.0} req/s, {:.1} % errors, p99 {latency_p99_ms:.0} ms",
+            (*elapsed_ms as f64 / (*duration_ms).max(1) as f64 * 100.0).min(100.0),
+            error_rate * 100.0
+        ),
+        ProfilePassed {
+            asset,
+            role,
+            profile,
+            requests,
+            error_rate,
+            latency_p99_ms,
+        } => format!(
+            "passed    {asset} {role} held `{profile}`: {requests} requests, worst {:.1} % errors, worst p99 {latency_p99_ms:.0} ms",
+            error_rate * 100.0
+        ),
+        ShadowFailed {
+            asset,
+            role,
+            version,
+            reason,
+            ..
+        } => format!("FAILURE   {asset} {role} of {version}: {reason}"),
+        Prediction {
+            asset,
+            probability,
+            source,
+        } => format!("predict   {asset}: failure probability {probability:.2} ({source})"),
+        Confidence {
+            service,
+            confidence,
+            threshold,
+            below_threshold,
+            culprit,
+        } => {
+            if *below_threshold {
+                format!(
+                    "CONFIDENCE {service} fell to {confidence:.2}, below {threshold:.2}{}",
+                    culprit
+                        .as_ref()
+                        .map(|asset| format!(", lowered most by {asset}"))
+                        .unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "recovery  {service} confidence back to {confidence:.2}, above {threshold:.2}"
+                )
+            }
+        }
+        VersionStatus {
+            asset,
+            version,
+            status,
+            reason,
+        } => format!("version   {asset} {version} is now {status}: {reason}"),
+        Decision {
+            service,
+            actions,
+            fallback,
+            ..
+        } => {
+            if actions.iter().all(|action| action.starts_with("hold")) {
+                return None;
+            }
+            format!(
+                "decision  {service}: {}{}",
+                actions.join("; "),
+                if *fallback { " (fallback policy)" } else { "" }
+            )
+        }
+        Notice {
+            severity, message, ..
+        } => format!("notice    [{severity}] {message}"),
+        ActionRefused {
+            asset,
+            action,
+            reason,
+        } => format!("refused   {asset}: {action}: {reason}"),
+        ControlCheck {
+            asset,
+            version,
+            profile,
+        } => format!(
+            "control   {asset}: checking known-good {version} under `{profile}` before rolling back"
+        ),
+        ControlResult {
+            asset,
+            version,
+            passed,
+            detail,
+        } => format!(
+            "control   {asset} {version} {}: {detail}",
+            if *passed { "passed" } else { "failed" }
+        ),
+        RolledBack {
+            asset,
+            from,
+            to,
+            dry_run,
+            ..
+        } => format!(
+            "ROLLBACK  {asset} {from} -> {to}{}",
+            if *dry_run {
+                " (dry run: nothing changed)"
+            } else {
+                ""
+            }
+        ),
+        ProcedureRan {
+            asset,
+            procedure,
+            success,
+            status,
+            ..
+        } => format!(
+            "procedure {asset} `{procedure}` {}: {status}",
+            if *success { "succeeded" } else { "failed" }
+        ),
+        Policy(event) => format!(
+            "policy    {}",
+            serde_json::to_string(event).unwrap_or_default()
+        ),
+        EngineStopped { reason } => format!("engine    stopped: {reason}"),
+    };
+    Some(text)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}

@@ -1,0 +1,429 @@
+//! Validation of a parsed configuration: every problem, with its path.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use super::schema::{AssetConfig, EngineConfig, ProfileKind};
+use crate::confidence::topological_order;
+
+/// One invalid value, named by its path in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Path of the value, such as `asset[0].slo.error_rate`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config `{}`: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("invalid config{}: {message}", in_file(file))]
+    Parse {
+        /// The file, when the text came from one.
+        file: Option<PathBuf>,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// Values are out of range or inconsistent.
+    #[error("invalid config{}: {} problem(s):\n{}", in_file(file), problems.len(), list(problems))]
+    Invalid {
+        /// The file, when the text came from one.
+        file: Option<PathBuf>,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn in_file(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|path| format!(" `{}`", path.display()))
+        .unwrap_or_default()
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|problem| format!("  - {problem}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    pub(super) fn in_file(self, path: &std::path::Path) -> ConfigError {
+        match self {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                file: Some(path.to_path_buf()),
+                message,
+            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                file: Some(path.to_path_buf()),
+                problems,
+            },
+            other => other,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
+        if !ok {
+            self.add(path, message);
+        }
+    }
+}
+
+fn is_name(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+const NAME_RULE: &str = "use 1 to 64 ASCII letters, digits, `-`, `_` or `.`";
+
+fn unit(value: f64) -> bool {
+    value.is_finite() && (0.0..=1.0).contains(&value)
+}
+
+fn positive(value: f64) -> bool {
+    value.is_finite() && value > 0.0
+}
+
+impl EngineConfig {
+    /// Returns every problem of this configuration, none when it is valid.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Problems::default();
+        self.check_engine(&mut problems);
+        self.check_services(&mut problems);
+        for (index, asset) in self.asset.iter().enumerate() {
+            self.check_asset(index, asset, &mut problems);
+        }
+        self.check_profiles(&mut problems);
+        problems.0
+    }
+
+    fn check_engine(&self, problems: &mut Problems) {
+        let engine = &self.engine;
+        problems.check(
+            engine.tick_ms >= 50,
+            "engine.tick_ms",
+            format!("`{}` is too short: use at least 50", engine.tick_ms),
+        );
+        problems.check(
+            engine.window_ticks >= 3,
+            "engine.window_ticks",
+            format!(
+                "`{}` is too few for a rank test: use at least 3",
+                engine.window_ticks
+            ),
+        );
+        problems.check(
+            engine.startup_timeout_ms > 0,
+            "engine.startup_timeout_ms",
+            "must be above 0",
+        );
+        problems.check(
+            !engine.work_dir.as_os_str().is_empty(),
+            "engine.work_dir",
+            "must not be empty",
+        );
+        for error in self.confidence.validate() {
+            problems.add("confidence", error.to_string());
+        }
+        for problem in self.policies.sandbox.validate() {
+            problems.add("policies.sandbox", problem);
+        }
+        if let Some(name) = &self.api.token_env {
+            problems.check(
+                !name.is_empty(),
+                "api.token_env",
+                "must name an environment variable",
+            );
+        }
+    }
+
+    fn check_services(&self, problems: &mut Problems) {
+        problems.check(
+            !self.service.is_empty(),
+            "service",
+            "no service is defined: add a [[service]] with a name",
+        );
+        let mut names = BTreeSet::new();
+        for (index, service) in self.service.iter().enumerate() {
+            let path = format!("service[{index}]");
+            problems.check(
+                is_name(&service.name),
+                format!("{path}.name"),
+                format!("`{}` is not a valid name: {NAME_RULE}", service.name),
+            );
+            problems.check(
+                names.insert(service.name.as_str()),
+                format!("{path}.name"),
+                format!(
+                    "duplicate service `{}`: give each service a unique name",
+                    service.name
+                ),
+            );
+            problems.check(
+                unit(service.criticality),
+                format!("{path}.criticality"),
+                format!(
+                    "`{}` is out of range: use a value from 0 to 1",
+                    service.criticality
+                ),
+            );
+            for dependency in &service.depends_on {
+                problems.check(
+                    self.service(dependency).is_some(),
+                    format!("{path}.depends_on"),
+                    format!("unknown service `{dependency}`: define it or remove the dependency"),
+                );
+            }
+        }
+        let graph = self.service.iter().map(|service| {
+            (
+                service.name.as_str(),
+                service.depends_on.iter().map(String::as_str),
+            )
+        });
+        if let Err(cycle) = topological_order(graph) {
+            problems.add(
+                "service.depends_on",
+                format!("{cycle}: remove one of these dependencies"),
+            );
+        }
+    }
+
+    fn check_asset(&self, index: usize, asset: &AssetConfig, problems: &mut Problems) {
+        let path = format!("asset[{index}]");
+        problems.check(
+            is_name(&asset.name),
+            format!("{path}.name"),
+            format!("`{}` is not a valid name: {NAME_RULE}", asset.name),
+        );
+        problems.check(
+            self.asset
+                .iter()
+                .filter(|other| other.name == asset.name)
+                .count()
+                == 1,
+            format!("{path}.name"),
+            format!(
+                "duplicate asset `{}`: give each asset a unique name",
+                asset.name
+            ),
+        );
+        problems.check(
+            self.service(&asset.service).is_some(),
+            format!("{path}.service"),
+            format!(
+                "unknown service `{}`: add a [[service]] with that name",
+                asset.service
+            ),
+        );
+        problems.check(
+            !asset.command.is_empty() && !asset.command[0].is_empty(),
+            format!("{path}.command"),
+            "must name a program, as in [\"my-server\", \"--config\", \"{config}\", \"--port\", \"{port}\"]",
+        );
+        problems.check(
+            asset.command.iter().any(|arg| arg.contains("{port}")),
+            format!("{path}.command"),
+            "must pass `{port}` to the program, so shadows listen on their own port",
+        );
+        problems.check(
+            is_name(&asset.version),
+            format!("{path}.version"),
+            format!(
+                "`{}` is not a valid version label: {NAME_RULE}",
+                asset.version
+            ),
+        );
+        if !asset.config.is_file() {
+            problems.add(
+                format!("{path}.config"),
+                format!(
+                    "`{}` is not a readable file: give the path of the initial version's configuration (relative paths start at the config file's directory)",
+                    asset.config.display()
+                ),
+            );
+        }
+        problems.check(
+            asset.port != 0,
+            format!("{path}.port"),
+            "must be a port from 1 to 65535",
+        );
+        problems.check(
+            self.asset
+                .iter()
+                .filter(|other| other.port == asset.port)
+                .count()
+                == 1,
+            format!("{path}.port"),
+            format!("port {} is used by another asset", asset.port),
+        );
+        problems.check(
+            asset.health_path.starts_with('/'),
+            format!("{path}.health_path"),
+            format!("`{}` must start with `/`", asset.health_path),
+        );
+        if let Some(metrics) = &asset.metrics {
+            problems.check(
+                metrics.path.starts_with('/'),
+                format!("{path}.metrics.path"),
+                format!("`{}` must start with `/`", metrics.path),
+            );
+            for (field, value) in [
+                ("requests", &metrics.requests),
+                ("latency", &metrics.latency),
+                ("status_label", &metrics.status_label),
+            ] {
+                problems.check(
+                    !value.is_empty(),
+                    format!("{path}.metrics.{field}"),
+                    "must name a metric or label",
+                );
+            }
+        }
+        problems.check(
+            positive(asset.slo.latency_p99_ms),
+            format!("{path}.slo.latency_p99_ms"),
+            format!("`{}` must be above 0", asset.slo.latency_p99_ms),
+        );
+        problems.check(
+            unit(asset.slo.error_rate),
+            format!("{path}.slo.error_rate"),
+            format!(
+                "`{}` is out of range: use a share from 0 to 1, such as 0.01 for 1 %",
+                asset.slo.error_rate
+            ),
+        );
+        problems.check(
+            asset.slo.breach_ticks >= 1,
+            format!("{path}.slo.breach_ticks"),
+            "must be at least 1",
+        );
+        let load = &asset.load;
+        problems.check(
+            !load.paths.is_empty() && load.paths.iter().all(|p| p.starts_with('/')),
+            format!("{path}.load.paths"),
+            "list at least one request path, each starting with `/`",
+        );
+        if let Some(rate) = load.baseline_rps {
+            problems.check(
+                positive(rate),
+                format!("{path}.load.baseline_rps"),
+                format!("`{rate}` must be above 0, or omit it to follow the live rate"),
+            );
+        }
+        problems.check(
+            positive(load.min_rps),
+            format!("{path}.load.min_rps"),
+            format!("`{}` must be above 0", load.min_rps),
+        );
+        problems.check(
+            load.max_connections >= 1,
+            format!("{path}.load.max_connections"),
+            "must be at least 1",
+        );
+        problems.check(
+            load.timeout_ms >= 1,
+            format!("{path}.load.timeout_ms"),
+            "must be at least 1",
+        );
+        for (p, procedure) in asset.procedure.iter().enumerate() {
+            let at = format!("{path}.procedure[{p}]");
+            problems.check(
+                is_name(&procedure.name),
+                format!("{at}.name"),
+                format!("`{}` is not a valid name: {NAME_RULE}", procedure.name),
+            );
+            problems.check(
+                !procedure.command.is_empty(),
+                format!("{at}.command"),
+                "must name a program",
+            );
+            problems.check(
+                procedure.timeout_ms >= 1,
+                format!("{at}.timeout_ms"),
+                "must be at least 1",
+            );
+        }
+    }
+
+    fn check_profiles(&self, problems: &mut Problems) {
+        problems.check(
+            self.profile.iter().any(|p| p.kind == ProfileKind::Normal),
+            "profile",
+            "the library needs a profile of kind `normal` for baseline load",
+        );
+        for (index, profile) in self.profile.iter().enumerate() {
+            let path = format!("profile[{index}]");
+            problems.check(
+                is_name(&profile.name),
+                format!("{path}.name"),
+                format!("`{}` is not a valid name: {NAME_RULE}", profile.name),
+            );
+            problems.check(
+                self.profile
+                    .iter()
+                    .filter(|p| p.name == profile.name)
+                    .count()
+                    == 1,
+                format!("{path}.name"),
+                format!("duplicate profile `{}`", profile.name),
+            );
+            problems.check(
+                positive(profile.multiple) && profile.multiple <= 1000.0,
+                format!("{path}.multiple"),
+                format!("`{}` must be above 0 and at most 1000", profile.multiple),
+            );
+            if profile.kind != ProfileKind::Normal {
+                problems.check(
+                    profile.hold_ms > 0,
+                    format!("{path}.hold_ms"),
+                    "a stress profile needs a hold time above 0",
+                );
+            }
+            if profile.kind == ProfileKind::Failure {
+                problems.add(
+                    format!("{path}.kind"),
+                    format!(
+                        "profile `{}`: failure scenarios are not available for process assets in this version; remove the profile or use peak, spike or soak",
+                        profile.name
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The engine: the control loop that keeps a shadow per live asset,
+//! compares them, stresses the shadow, predicts failure, tracks confidence
+//! and remediates, delegating every decision to the [`policy`](crate::policy)
+//! runtime.
+//!
+//! [`Engine::start`] opens the store, loads the policies, cleans up what a
+//! crashed run left behind and starts the loop. An [`EngineHandle`] deploys,
+//! rolls back, reads the status and follows events; the HTTP
+//! [`api`](crate::api) is a thin layer over it. The host embeds the same
+//! engine: see `examples/embed`.
+
+mod analysis;
+mod asset;
+mod controller;
+mod decide;
+mod events;
+mod lifecycle;
+pub mod metrics;
+pub mod process;
+mod report;
+pub mod risk;
+mod status;
+mod telemetry;
+pub mod trial;
+mod versions;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::confidence::{ConfidenceBook, ServiceSpec};
+use crate::config::EngineConfig;
+use crate::ingest::HttpClient;
+use crate::policy::PolicyRuntime;
+use crate::store::{Store, StoreError};
+
+pub use decide::AuditRecord;
+pub use events::{AUDIT_LOG, EVENT_LOG, EngineEvent, Stamped};
+pub use lifecycle::MAX_PAYLOAD_BYTES;
+pub use status::{AssetReport, InstanceReport, ProfileReport, ServiceReport, StatusReport};
+pub use telemetry::Telemetry;
+pub use versions::{Status as VersionStatus, VersionRecord};
+
+use asset::AssetState;
+use controller::{Command, Controller};
+use events::Recorder;
+use process::{Instance, Role};
+use versions::Versions;
+
+/// Why the engine refused a request or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The store directory could not be prepared.
+    #[error("cannot prepare `{}`: {source}", path.display())]
+    Prepare {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A policy could not be loaded.
+    #[error("policies: {0}")]
+    Policy(#[from] crate::policy::LoadError),
+    /// The services cannot be tracked.
+    #[error("services: {0}")]
+    Services(#[from] crate::confidence::BookError),
+    /// A version could not be recorded.
+    #[error(transparent)]
+    Version(#[from] versions::VersionError),
+    /// No asset has this name.
+    #[error("unknown asset `{0}`: `umbra status` lists the configured assets")]
+    UnknownAsset(String),
+    /// The asset has no such version.
+    #[error("asset `{asset}` has no version `{version}`")]
+    UnknownVersion {
+        /// Asset.
+        asset: String,
+        /// Version.
+        version: String,
+    },
+    /// A deployment request is malformed.
+    #[error("invalid deployment: {0}")]
+    InvalidDeployment(String),
+    /// The version is already live.
+    #[error("version `{version}` is already live on `{asset}`")]
+    AlreadyLive {
+        /// Asset.
+        asset: String,
+        /// Version.
+        version: String,
+    },
+    /// The version failed before.
+    #[error(
+        "version `{version}` of `{asset}` is marked bad ({reason}); deploy a fixed configuration under a new version label"
+    )]
+    BadVersion {
+        /// Asset.
+        asset: String,
+        /// Version.
+        version: String,
+        /// Why it is bad.
+        reason: String,
+    },
+    /// No known-good version to roll back to.
+    #[error("asset `{asset}` has no known-good version other than the live one to roll back to")]
+    NoKnownGood {
+        /// Asset.
+        asset: String,
+    },
+    /// A guardrail refused a rollback.
+    #[error("rollback of `{asset}` refused: {reason}")]
+    RollbackRefused {
+        /// Asset.
+        asset: String,
+        /// The guardrail.
+        reason: String,
+    },
+    /// No free port for a shadow.
+    #[error("no free loopback port: {0}")]
+    Port(std::io::Error),
+    /// An instance did not start.
+    #[error(transparent)]
+    Start(#[from] process::StartError),
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// A deployment: a new version and its configuration payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Asset name.
+    pub asset: String,
+    /// New version label.
+    pub version: String,
+    /// Full configuration file of the version.
+    pub config: String,
+    /// Who asked: `api`, `cli`, `demo`.
+    #[serde(default = "default_origin")]
+    pub origin: String,
+}
+
+fn default_origin() -> String {
+    "api".to_owned()
+}
+
+impl DeployRequest {
+    /// Checks the label and payload before anything is recorded.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let valid_label = !self.version.is_empty()
+            && self.version.len() <= 64
+            && self
+                .version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_label {
+            return Err(EngineError::InvalidDeployment(format!(
+                "version `{}` is not a valid label: use 1 to 64 ASCII letters, digits, `-`, `_` or `.`",
+                self.version
+            )));
+        }
+        if self.config.trim().is_empty() {
+            return Err(EngineError::InvalidDeployment(
+                "the configuration payload is empty: send the version's full configuration file"
+                    .to_owned(),
+            ));
+        }
+        if self.config.len() > MAX_PAYLOAD_BYTES {
+            return Err(EngineError::InvalidDeployment(format!(
+                "the configuration payload has {} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+                self.config.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The result of a deployment or rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployOutcome {
+    /// Asset.
+    pub asset: String,
+    /// The version now live.
+    pub version: String,
+    /// The version live before.
+    pub previous: Option<String>,
+    /// Status of the version now live.
+    pub status: String,
+    /// SHA-256 of its configuration.
+    pub sha256: String,
+}
+
+/// A running engine.
+pub struct Engine {
+    handle: EngineHandle,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    compactor: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Cheap, cloneable access to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Arc<StatusReport>>,
+    recorder: Recorder,
+    store: Store,
+    telemetry: Arc<Telemetry>,
+    config: Arc<EngineConfig>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the store, loads the policies, cleans up after a crashed run
+    /// and starts the control loop. Live instances start on the first tick.
+    pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        let work_dir = config.engine.work_dir.clone();
+        let log_dir = work_dir.join("logs");
+        let shadow_dir = work_dir.join("shadows");
+        for dir in [&work_dir, &log_dir, &shadow_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::Prepare {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let store = Store::open(config.store_path(), config.store.settings.clone())?;
+        let recorder = Recorder::new(Some(store.events(EVENT_LOG)?));
+        let policies = Arc::new(PolicyRuntime::new(
+            &config.policies,
+            recorder.policy_sink(),
+        )?);
+        let specs: Vec<ServiceSpec> = config
+            .service
+            .iter()
+            .map(|service| ServiceSpec {
+                name: service.name.clone(),
+                assets: config
+                    .asset
+                    .iter()
+                    .filter(|asset| asset.service == service.name)
+                    .map(|asset| asset.name.clone())
+                    .collect(),
+                depends_on: service.depends_on.clone(),
+            })
+            .collect();
+        let book = ConfidenceBook::new(config.confidence, &specs)?;
+        let versions = Versions::new(store.kv("versions")?, &work_dir.join("versions"));
+        let instances = store.kv("instances")?;
+        let live_versions = store.kv("live")?;
+
+        let leftovers = process::cleanup_leftovers(&instances);
+        let mut adopted = Vec::new();
+        let mut assets = Vec::new();
+        for asset_config in &config.asset {
+            let criticality = config
+                .service(&asset_config.service)
+                .map_or(0.5, |service| service.criticality);
+            let payload =
+                std::fs::read(&asset_config.config).map_err(|source| EngineError::Prepare {
+                    path: asset_config.config.clone(),
+                    source,
+                })?;
+            versions.record(&asset_config.name, &asset_config.version, &payload)?;
+            let mut asset = AssetState::new(
+                asset_config.clone(),
+                criticality,
+                config.engine.window_ticks,
+                config.engine.calibration_windows,
+            );
+            if let Some(version) = live_versions.get::<String>(&asset_config.name)?
+                && versions.get(&asset_config.name, &version)?.is_some()
+            {
+                asset.version = version;
+            }
+            if let Some(record) = versions.get(&asset_config.name, &asset.version)? {
+                asset.status = record.status;
+            }
+            asset.peak_passed = asset.status == versions::Status::KnownGood;
+            asset.known_good = versions
+                .last_known_good(&asset_config.name, &asset.version)?
+                .map(|record| record.version);
+            for record in leftovers
+                .live
+                .iter()
+                .filter(|r| r.asset == asset_config.name)
+            {
+                if record.version == asset.version && asset.live.is_none() {
+                    adopted.push(format!("{}/{}", record.asset, record.version));
+                    asset.live = Some(Instance::adopt(record.clone(), log_dir.join("adopted.log")));
+                } else if let Some(pid) = rustix::process::Pid::from_raw(record.pid as i32) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+            }
+            assets.push(asset);
+        }
+        if !leftovers.stopped.is_empty()
+            || !leftovers.removed_dirs.is_empty()
+            || !adopted.is_empty()
+        {
+            recorder.record(EngineEvent::LeftoversCleaned {
+                stopped: leftovers.stopped.clone(),
+                removed_dirs: leftovers
+                    .removed_dirs
+                    .iter()
+                    .map(|dir| dir.display().to_string())
+                    .collect(),
+                adopted_live: adopted,
+            });
+        }
+        recorder.record(EngineEvent::EngineStarted {
+            assets: config
+                .asset
+                .iter()
+                .map(|asset| asset.name.clone())
+                .collect(),
+            dry_run: config.engine.dry_run,
+        });
+        for asset in &assets {
+            if let Some(live) = &asset.live {
+                recorder.record(EngineEvent::InstanceStarted {
+                    asset: asset.name().to_owned(),
+                    role: Role::Live.as_str().to_owned(),
+                    version: live.record.version.clone(),
+                    port: live.port(),
+                    pid: live.pid(),
+                    adopted: true,
+                });
+            }
+        }
+
+        let (status_sender, status) = watch::channel(Arc::new(StatusReport::default()));
+        let (commands, receiver) = mpsc::channel(16);
+        let telemetry = Arc::new(Telemetry::default());
+        let config = Arc::new(config);
+        let controller = Controller {
+            config: (*config).clone(),
+            store: store.clone(),
+            recorder: recorder.clone(),
+            policies,
+            book,
+            versions,
+            instances,
+            live_versions,
+            audit: store.events(AUDIT_LOG)?,
+            client: HttpClient::default(),
+            assets,
+            status: status_sender,
+            telemetry: Arc::clone(&telemetry),
+            tick: 0,
+            last_actions: Default::default(),
+            below: Default::default(),
+            log_dir,
+            shadow_dir,
+        };
+        controller.publish(crate::store::now_ms());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(controller.run(receiver, cancel.clone()));
+        let compactor = store.spawn_compactor();
+        Ok(Engine {
+            handle: EngineHandle {
+                commands,
+                status,
+                recorder,
+                store,
+                telemetry,
+                config,
+            },
+            cancel,
+            task,
+            compactor,
+        })
+    }
+
+    /// A handle for deployments, status and events.
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the loop, every load run and every instance Umbra started
+    /// (live ones too unless `engine.stop_live_on_exit` is false), and
+    /// flushes the store.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        self.compactor.abort();
+        let _ = self.handle.store.flush();
+    }
+}
+
+impl EngineHandle {
+    /// Status after the latest tick.
+    pub fn status(&self) -> Arc<StatusReport> {
+        Arc::clone(&self.status.borrow())
+    }
+
+    /// Waits for the next status report.
+    pub async fn changed(&mut self) -> Result<Arc<StatusReport>, EngineError> {
+        self.status
+            .changed()
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(self.status())
+    }
+
+    /// Every event recorded from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Stamped> {
+        self.recorder.subscribe()
+    }
+
+    /// Events recorded at or after `since_ms`.
+    pub fn events_since(&self, since_ms: i64) -> Result<Vec<Stamped>, EngineError> {
+        let log = self.store.events(EVENT_LOG)?;
+        Ok(log
+            .since::<EngineEvent>(since_ms)?
+            .into_iter()
+            .map(|event| Stamped {
+                ts_ms: event.ts_ms,
+                event: event.value,
+            })
+            .collect())
+    }
+
+    /// Audit records at or after `since_ms`.
+    pub fn audit_since(&self, since_ms: i64) -> Result<Vec<serde_json::Value>, EngineError> {
+        let log = self.store.events(AUDIT_LOG)?;
+        Ok(log
+            .since::<serde_json::Value>(since_ms)?
+            .into_iter()
+            .map(|event| serde_json::json!({"ts_ms": event.ts_ms, "record": event.value}))
+            .collect())
+    }
+
+    /// Deploys a version.
+    pub async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Deploy { request, reply })
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Rolls an asset back to `to_version`, or to its latest known-good
+    /// version.
+    pub async fn rollback(
+        &self,
+        asset: &str,
+        to_version: Option<String>,
+    ) -> Result<DeployOutcome, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Rollback {
+                asset: asset.to_owned(),
+                to_version,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Every version of `asset`.
+    pub fn versions(&self, asset: &str) -> Result<Vec<VersionRecord>, EngineError> {
+        if self.config.asset(asset).is_none() {
+            return Err(EngineError::UnknownAsset(asset.to_owned()));
+        }
+        Ok(self
+            .store
+            .kv("versions")?
+            .scan::<VersionRecord>(&format!("{asset}/"))?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
+    }
+
+    /// The metric store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The engine's Prometheus metrics.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+}
