@@ -1,5 +1,7 @@
 //! End-to-end tests of the `umbra` binary.
 
 mod common;
+mod demo;
+mod engine;
 mod ingest_cli;
 mod policy_cli;

@@ -194,6 +194,7 @@ fn engine_error(engine_error: &EngineError) -> HttpResponse {
         | EngineError::NoKnownGood { .. }
         | EngineError::RollbackRefused { .. }
         | EngineError::Version(_) => StatusCode::CONFLICT,
+        EngineError::Preflight { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

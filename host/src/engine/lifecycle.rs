@@ -297,14 +297,9 @@ impl Controller {
             self.versions
                 .record(&request.asset, &request.version, request.config.as_bytes())?;
         let mut assets = std::mem::take(&mut self.assets);
-        let asset = &mut assets[index];
-        self.recorder.record(EngineEvent::Deployed {
-            asset: request.asset.clone(),
-            version: request.version.clone(),
-            previous: Some(current.clone()),
-            origin: request.origin.clone(),
-        });
-        let result = self.apply_version(asset, &request.version).await;
+        let result = self
+            .preflight_and_apply(&mut assets[index], &request, &current)
+            .await;
         self.assets = assets;
         result?;
         Ok(DeployOutcome {
@@ -314,6 +309,65 @@ impl Controller {
             status: record.status.as_str().to_owned(),
             sha256: record.sha256,
         })
+    }
+
+    /// Starts a shadow of the new version before touching the live asset;
+    /// only when it comes up healthy does the live asset switch to it.
+    async fn preflight_and_apply(
+        &mut self,
+        asset: &mut AssetState,
+        request: &DeployRequest,
+        current: &str,
+    ) -> Result<(), EngineError> {
+        self.stop_control(asset).await;
+        self.stop_shadow(asset).await;
+        let shadow = match self
+            .start_instance(asset, Role::Shadow, &request.version)
+            .await
+        {
+            Ok(shadow) => shadow,
+            Err(error) => {
+                let reason = format!("its shadow failed to start: {error}");
+                if let Err(store_error) =
+                    self.versions
+                        .set_status(asset.name(), &request.version, Status::Bad, &reason)
+                {
+                    tracing::warn!(%store_error, "cannot record a version status");
+                }
+                self.recorder.record(EngineEvent::VersionStatus {
+                    asset: asset.name().to_owned(),
+                    version: request.version.clone(),
+                    status: Status::Bad.as_str().to_owned(),
+                    reason: reason.clone(),
+                });
+                asset.next_start = Instant::now();
+                return Err(EngineError::Preflight {
+                    asset: asset.name().to_owned(),
+                    version: request.version.clone(),
+                    live: current.to_owned(),
+                    error: error.to_string(),
+                });
+            }
+        };
+        self.recorder.record(EngineEvent::Deployed {
+            asset: request.asset.clone(),
+            version: request.version.clone(),
+            previous: Some(current.to_owned()),
+            origin: request.origin.clone(),
+        });
+        if let Err(error) = self.apply_version(asset, &request.version).await {
+            // The new version runs as a shadow but not as the live asset: go
+            // back to the version that served before.
+            let mut shadow = shadow;
+            shadow.stop().await;
+            shadow.forget(&self.instances);
+            let _ = self.apply_version(asset, current).await;
+            return Err(error);
+        }
+        asset.shadow = Some(shadow);
+        asset.shadow_scraper = Scraper::default();
+        asset.phase = ShadowPhase::Calibrating;
+        Ok(())
     }
 
     /// Rolls `asset` back by operator request, skipping the control shadow

@@ -122,6 +122,21 @@ pub enum EngineError {
         /// The guardrail.
         reason: String,
     },
+    /// The new version's shadow did not start, so the live asset was left
+    /// alone.
+    #[error(
+        "version `{version}` of `{asset}` was not deployed, and `{asset}` still runs {live}: {error}"
+    )]
+    Preflight {
+        /// Asset.
+        asset: String,
+        /// Version.
+        version: String,
+        /// The version still live.
+        live: String,
+        /// The shadow's start failure.
+        error: String,
+    },
     /// No free port for a shadow.
     #[error("no free loopback port: {0}")]
     Port(std::io::Error),
