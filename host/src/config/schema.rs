@@ -40,6 +40,24 @@ pub struct EngineConfig {
     pub profile: Vec<ProfileConfig>,
 }
 
+impl Default for EngineConfig {
+    /// Every section at its default, the default profile library, and no
+    /// services or assets: a starting point for configurations built in
+    /// code.
+    fn default() -> Self {
+        EngineConfig {
+            engine: EngineSettings::default(),
+            store: StoreSection::default(),
+            api: ApiConfig::default(),
+            confidence: ConfidenceConfig::default(),
+            policies: PolicyConfig::default(),
+            service: Vec::new(),
+            asset: Vec::new(),
+            profile: default_profiles(),
+        }
+    }
+}
+
 /// `[engine]`: timing of the control loop and guardrails.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
