@@ -30,14 +30,16 @@ fn configuration(dir: &std::path::Path) -> anyhow::Result<EngineConfig> {
         include_str!("../../demo-service/configs/v1.toml"),
     )?;
     let program = std::env::current_exe()?.with_file_name("umbra-demo-service");
-    let mut config = EngineConfig::default();
-    config.engine = EngineSettings {
-        tick_ms: 500,
-        window_ticks: 6,
-        calibration_windows: 2,
-        known_good_hold_ms: 5_000,
-        work_dir: dir.join("umbra"),
-        ..EngineSettings::default()
+    let mut config = EngineConfig {
+        engine: EngineSettings {
+            tick_ms: 500,
+            window_ticks: 6,
+            calibration_windows: 2,
+            known_good_hold_ms: 5_000,
+            work_dir: dir.join("umbra"),
+            ..EngineSettings::default()
+        },
+        ..EngineConfig::default()
     };
     for profile in &mut config.profile {
         if profile.name == "peak" {
