@@ -179,12 +179,33 @@ impl Controller {
             .shadow
             .as_ref()
             .map(|shadow| shadow.record.version.clone());
+        self.advance(
+            asset,
+            &live_values,
+            &shadow_values,
+            shadow_version,
+            ts_ms,
+            samples,
+        );
+    }
+
+    /// Stores one tick of both sides' values and advances the analysis and
+    /// the load runs. `shadow_version` is `None` while no shadow runs.
+    pub fn advance(
+        &mut self,
+        asset: &mut AssetState,
+        live_values: &TickValues,
+        shadow_values: &TickValues,
+        shadow_version: Option<String>,
+        ts_ms: i64,
+        samples: &mut Vec<SeriesSamples>,
+    ) {
         push_samples(
             samples,
             asset.name(),
             "live",
             &asset.version,
-            &live_values,
+            live_values,
             ts_ms,
         );
         if let Some(version) = &shadow_version {
@@ -193,7 +214,7 @@ impl Controller {
                 asset.name(),
                 "shadow",
                 version,
-                &shadow_values,
+                shadow_values,
                 ts_ms,
             );
         }
@@ -208,7 +229,7 @@ impl Controller {
         }
         match asset.phase {
             ShadowPhase::Calibrating | ShadowPhase::Baseline => {
-                match asset.analysis.push(&live_values, &shadow_values) {
+                match asset.analysis.push(live_values, shadow_values) {
                     Progress::Filling => {}
                     Progress::Calibrated(noise) => {
                         asset.phase = ShadowPhase::Baseline;

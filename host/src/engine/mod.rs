@@ -244,149 +244,174 @@ impl std::fmt::Debug for EngineHandle {
     }
 }
 
+/// A controller and the parts the engine's handle shares with it.
+struct Built {
+    controller: Controller,
+    status: watch::Receiver<Arc<StatusReport>>,
+    recorder: Recorder,
+    store: Store,
+    telemetry: Arc<Telemetry>,
+}
+
+/// Opens the store, loads the policies, cleans up after a crashed run and
+/// builds the controller, without starting it.
+fn build(config: EngineConfig) -> Result<Built, EngineError> {
+    let work_dir = config.engine.work_dir.clone();
+    let log_dir = work_dir.join("logs");
+    let shadow_dir = work_dir.join("shadows");
+    for dir in [&work_dir, &log_dir, &shadow_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Prepare {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let store = Store::open(config.store_path(), config.store.settings.clone())?;
+    let recorder = Recorder::new(Some(store.events(EVENT_LOG)?));
+    let policies = Arc::new(PolicyRuntime::new(
+        &config.policies,
+        recorder.policy_sink(),
+    )?);
+    let specs: Vec<ServiceSpec> = config
+        .service
+        .iter()
+        .map(|service| ServiceSpec {
+            name: service.name.clone(),
+            assets: config
+                .asset
+                .iter()
+                .filter(|asset| asset.service == service.name)
+                .map(|asset| asset.name.clone())
+                .collect(),
+            depends_on: service.depends_on.clone(),
+        })
+        .collect();
+    let book = ConfidenceBook::new(config.confidence, &specs)?;
+    let versions = Versions::new(store.kv("versions")?, &work_dir.join("versions"));
+    let instances = store.kv("instances")?;
+    let live_versions = store.kv("live")?;
+
+    let leftovers = process::cleanup_leftovers(&instances);
+    let mut adopted = Vec::new();
+    let mut assets = Vec::new();
+    for asset_config in &config.asset {
+        let criticality = config
+            .service(&asset_config.service)
+            .map_or(0.5, |service| service.criticality);
+        let payload =
+            std::fs::read(&asset_config.config).map_err(|source| EngineError::Prepare {
+                path: asset_config.config.clone(),
+                source,
+            })?;
+        versions.record(&asset_config.name, &asset_config.version, &payload)?;
+        let mut asset = AssetState::new(
+            asset_config.clone(),
+            criticality,
+            config.engine.window_ticks,
+            config.engine.calibration_windows,
+        );
+        if let Some(version) = live_versions.get::<String>(&asset_config.name)?
+            && versions.get(&asset_config.name, &version)?.is_some()
+        {
+            asset.version = version;
+        }
+        if let Some(record) = versions.get(&asset_config.name, &asset.version)? {
+            asset.status = record.status;
+        }
+        asset.peak_passed = asset.status == versions::Status::KnownGood;
+        asset.known_good = versions
+            .last_known_good(&asset_config.name, &asset.version)?
+            .map(|record| record.version);
+        for record in leftovers
+            .live
+            .iter()
+            .filter(|r| r.asset == asset_config.name)
+        {
+            if record.version == asset.version && asset.live.is_none() {
+                adopted.push(format!("{}/{}", record.asset, record.version));
+                asset.live = Some(Instance::adopt(record.clone(), log_dir.join("adopted.log")));
+            } else if let Some(pid) = rustix::process::Pid::from_raw(record.pid as i32) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+        }
+        assets.push(asset);
+    }
+    if !leftovers.stopped.is_empty() || !leftovers.removed_dirs.is_empty() || !adopted.is_empty() {
+        recorder.record(EngineEvent::LeftoversCleaned {
+            stopped: leftovers.stopped.clone(),
+            removed_dirs: leftovers
+                .removed_dirs
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect(),
+            adopted_live: adopted,
+        });
+    }
+    recorder.record(EngineEvent::EngineStarted {
+        assets: config
+            .asset
+            .iter()
+            .map(|asset| asset.name.clone())
+            .collect(),
+        dry_run: config.engine.dry_run,
+    });
+    for asset in &assets {
+        if let Some(live) = &asset.live {
+            recorder.record(EngineEvent::InstanceStarted {
+                asset: asset.name().to_owned(),
+                role: Role::Live.as_str().to_owned(),
+                version: live.record.version.clone(),
+                port: live.port(),
+                pid: live.pid(),
+                adopted: true,
+            });
+        }
+    }
+
+    let (status_sender, status) = watch::channel(Arc::new(StatusReport::default()));
+    let telemetry = Arc::new(Telemetry::default());
+    let controller = Controller {
+        config,
+        store: store.clone(),
+        recorder: recorder.clone(),
+        policies,
+        book,
+        versions,
+        instances,
+        live_versions,
+        audit: store.events(AUDIT_LOG)?,
+        client: HttpClient::default(),
+        assets,
+        status: status_sender,
+        telemetry: Arc::clone(&telemetry),
+        tick: 0,
+        last_actions: Default::default(),
+        below: Default::default(),
+        log_dir,
+        shadow_dir,
+    };
+    controller.publish(crate::store::now_ms());
+    Ok(Built {
+        controller,
+        status,
+        recorder,
+        store,
+        telemetry,
+    })
+}
+
 impl Engine {
     /// Opens the store, loads the policies, cleans up after a crashed run
     /// and starts the control loop. Live instances start on the first tick.
     pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
-        let work_dir = config.engine.work_dir.clone();
-        let log_dir = work_dir.join("logs");
-        let shadow_dir = work_dir.join("shadows");
-        for dir in [&work_dir, &log_dir, &shadow_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| EngineError::Prepare {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        let store = Store::open(config.store_path(), config.store.settings.clone())?;
-        let recorder = Recorder::new(Some(store.events(EVENT_LOG)?));
-        let policies = Arc::new(PolicyRuntime::new(
-            &config.policies,
-            recorder.policy_sink(),
-        )?);
-        let specs: Vec<ServiceSpec> = config
-            .service
-            .iter()
-            .map(|service| ServiceSpec {
-                name: service.name.clone(),
-                assets: config
-                    .asset
-                    .iter()
-                    .filter(|asset| asset.service == service.name)
-                    .map(|asset| asset.name.clone())
-                    .collect(),
-                depends_on: service.depends_on.clone(),
-            })
-            .collect();
-        let book = ConfidenceBook::new(config.confidence, &specs)?;
-        let versions = Versions::new(store.kv("versions")?, &work_dir.join("versions"));
-        let instances = store.kv("instances")?;
-        let live_versions = store.kv("live")?;
-
-        let leftovers = process::cleanup_leftovers(&instances);
-        let mut adopted = Vec::new();
-        let mut assets = Vec::new();
-        for asset_config in &config.asset {
-            let criticality = config
-                .service(&asset_config.service)
-                .map_or(0.5, |service| service.criticality);
-            let payload =
-                std::fs::read(&asset_config.config).map_err(|source| EngineError::Prepare {
-                    path: asset_config.config.clone(),
-                    source,
-                })?;
-            versions.record(&asset_config.name, &asset_config.version, &payload)?;
-            let mut asset = AssetState::new(
-                asset_config.clone(),
-                criticality,
-                config.engine.window_ticks,
-                config.engine.calibration_windows,
-            );
-            if let Some(version) = live_versions.get::<String>(&asset_config.name)?
-                && versions.get(&asset_config.name, &version)?.is_some()
-            {
-                asset.version = version;
-            }
-            if let Some(record) = versions.get(&asset_config.name, &asset.version)? {
-                asset.status = record.status;
-            }
-            asset.peak_passed = asset.status == versions::Status::KnownGood;
-            asset.known_good = versions
-                .last_known_good(&asset_config.name, &asset.version)?
-                .map(|record| record.version);
-            for record in leftovers
-                .live
-                .iter()
-                .filter(|r| r.asset == asset_config.name)
-            {
-                if record.version == asset.version && asset.live.is_none() {
-                    adopted.push(format!("{}/{}", record.asset, record.version));
-                    asset.live = Some(Instance::adopt(record.clone(), log_dir.join("adopted.log")));
-                } else if let Some(pid) = rustix::process::Pid::from_raw(record.pid as i32) {
-                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-                }
-            }
-            assets.push(asset);
-        }
-        if !leftovers.stopped.is_empty()
-            || !leftovers.removed_dirs.is_empty()
-            || !adopted.is_empty()
-        {
-            recorder.record(EngineEvent::LeftoversCleaned {
-                stopped: leftovers.stopped.clone(),
-                removed_dirs: leftovers
-                    .removed_dirs
-                    .iter()
-                    .map(|dir| dir.display().to_string())
-                    .collect(),
-                adopted_live: adopted,
-            });
-        }
-        recorder.record(EngineEvent::EngineStarted {
-            assets: config
-                .asset
-                .iter()
-                .map(|asset| asset.name.clone())
-                .collect(),
-            dry_run: config.engine.dry_run,
-        });
-        for asset in &assets {
-            if let Some(live) = &asset.live {
-                recorder.record(EngineEvent::InstanceStarted {
-                    asset: asset.name().to_owned(),
-                    role: Role::Live.as_str().to_owned(),
-                    version: live.record.version.clone(),
-                    port: live.port(),
-                    pid: live.pid(),
-                    adopted: true,
-                });
-            }
-        }
-
-        let (status_sender, status) = watch::channel(Arc::new(StatusReport::default()));
-        let (commands, receiver) = mpsc::channel(16);
-        let telemetry = Arc::new(Telemetry::default());
         let config = Arc::new(config);
-        let controller = Controller {
-            config: (*config).clone(),
-            store: store.clone(),
-            recorder: recorder.clone(),
-            policies,
-            book,
-            versions,
-            instances,
-            live_versions,
-            audit: store.events(AUDIT_LOG)?,
-            client: HttpClient::default(),
-            assets,
-            status: status_sender,
-            telemetry: Arc::clone(&telemetry),
-            tick: 0,
-            last_actions: Default::default(),
-            below: Default::default(),
-            log_dir,
-            shadow_dir,
-        };
-        controller.publish(crate::store::now_ms());
+        let Built {
+            controller,
+            status,
+            recorder,
+            store,
+            telemetry,
+        } = build((*config).clone())?;
+        let (commands, receiver) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(controller.run(receiver, cancel.clone()));
         let compactor = store.spawn_compactor();
@@ -520,5 +545,79 @@ impl EngineHandle {
     /// The configuration the engine runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+}
+
+/// Drives the control loop's analysis and decisions with synthetic metrics
+/// instead of running processes, for benchmarks of the engine's own cost.
+/// Not a stable interface.
+#[doc(hidden)]
+pub mod bench {
+    use super::{EngineConfig, EngineError, build, controller::Controller, metrics::TickValues};
+    use crate::policy::types::ShadowPhase;
+    use crate::store::now_ms;
+
+    /// Every configured asset, fed by a function instead of instances.
+    pub struct Fleet {
+        controller: Controller,
+    }
+
+    impl Fleet {
+        /// Builds the engine for `config` without starting any instance.
+        pub fn new(config: EngineConfig) -> Result<Fleet, EngineError> {
+            let mut controller = build(config)?.controller;
+            for asset in &mut controller.assets {
+                asset.phase = ShadowPhase::Calibrating;
+            }
+            Ok(Fleet { controller })
+        }
+
+        /// Number of assets.
+        pub fn len(&self) -> usize {
+            self.controller.assets.len()
+        }
+
+        /// Whether there are no assets.
+        pub fn is_empty(&self) -> bool {
+            self.controller.assets.is_empty()
+        }
+
+        /// One tick: `values(asset_index, is_shadow)` gives each side's
+        /// metrics, then the tick runs as in the engine (analysis, drift and
+        /// sequencer policies, prediction, confidence, remediation policy,
+        /// one durable store write).
+        pub async fn tick(&mut self, values: impl Fn(usize, bool) -> TickValues) {
+            let ts_ms = now_ms();
+            let mut assets = std::mem::take(&mut self.controller.assets);
+            let mut samples = Vec::new();
+            for (index, asset) in assets.iter_mut().enumerate() {
+                let version = Some(asset.version.clone());
+                self.controller.advance(
+                    asset,
+                    &values(index, false),
+                    &values(index, true),
+                    version,
+                    ts_ms,
+                    &mut samples,
+                );
+            }
+            self.controller
+                .decide(&mut assets, ts_ms, &mut samples)
+                .await;
+            self.controller.assets = assets;
+            if let Err(error) = self.controller.store.append_async(samples).await {
+                tracing::warn!(%error, "cannot store synthetic metrics");
+            }
+            self.controller.publish(ts_ms);
+        }
+
+        /// Drift assessments made so far, as `(asset, score)`.
+        pub fn drift_scores(&self) -> Vec<(String, f64)> {
+            self.controller
+                .assets
+                .iter()
+                .filter_map(|a| Some((a.name().to_owned(), a.drift.as_ref()?.score)))
+                .collect()
+        }
     }
 }
