@@ -32,6 +32,9 @@ use super::telemetry::{DecisionLabel, Telemetry};
 use super::trial::{LoadRun, SloJudge, plan_for};
 use super::versions::Versions;
 
+/// Time between two checks of the policy files for changes.
+const POLICY_RELOAD_MS: u64 = 5_000;
+
 /// Time between two progress events of a stress run.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
@@ -119,6 +122,12 @@ impl Controller {
         let started = Instant::now();
         self.tick += 1;
         let ts_ms = now_ms();
+        let reload_every = (POLICY_RELOAD_MS / self.config.engine.tick_ms).max(1);
+        if self.tick % reload_every == 0 {
+            // Picks up edited policy files; a file that fails to load keeps
+            // the previous policy and records a `policy` event.
+            self.policies.reload_changed();
+        }
         let mut assets = std::mem::take(&mut self.assets);
         let mut samples = Vec::new();
         for asset in &mut assets {
@@ -219,6 +228,7 @@ impl Controller {
             );
         }
 
+        let load_before = asset.latest_load;
         if let Some(run) = &mut asset.baseline {
             if let Some(load) = run.drain() {
                 asset.latest_load = Some(load);
@@ -250,6 +260,18 @@ impl Controller {
             }
             ShadowPhase::Stressed => self.judge_stress(asset),
             _ => {}
+        }
+        if let Some(load) = asset.latest_load
+            && asset.latest_load != load_before
+        {
+            let values = TickValues::from([
+                ("load_throughput_rps", load.throughput_rps),
+                ("load_target_rps", load.target_rps),
+                ("load_error_rate", load.error_rate()),
+                ("load_latency_p99_seconds", load.latency_p99_seconds),
+            ]);
+            let version = asset.version.clone();
+            push_samples(samples, asset.name(), "shadow", &version, &values, ts_ms);
         }
     }
 
