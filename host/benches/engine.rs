@@ -131,8 +131,6 @@ fn main() {
         let cpu_start = cpu_seconds();
         let mut fleet = Fleet::new(config(dir.path(), assets)).expect("fleet builds");
         let mut rng = fastrand::Rng::with_seed(7);
-        let seeded: Vec<Vec<TickValues>> = Vec::new();
-        drop(seeded);
         let mut tick = 0;
         let make = |rng: &mut fastrand::Rng, tick: u64| -> Vec<(TickValues, TickValues)> {
             (0..assets)

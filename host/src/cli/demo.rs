@@ -53,14 +53,7 @@ pub struct DemoArgs {
 }
 
 fn demo_config(work_dir: &Path, program: &Path, live_port: u16, api: SocketAddr) -> EngineConfig {
-    let profile = |name: &str, kind, multiple, ramp_ms, hold_ms| ProfileConfig {
-        name: name.to_owned(),
-        kind,
-        multiple,
-        ramp_ms,
-        hold_ms,
-        scenario: None,
-    };
+    let profile = ProfileConfig::new;
     EngineConfig {
         engine: EngineSettings {
             tick_ms: 500,

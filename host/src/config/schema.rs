@@ -343,6 +343,18 @@ fn default_multiple() -> f64 {
 }
 
 impl ProfileConfig {
+    /// A profile without a scenario.
+    pub fn new(name: &str, kind: ProfileKind, multiple: f64, ramp_ms: u64, hold_ms: u64) -> Self {
+        ProfileConfig {
+            name: name.to_owned(),
+            kind,
+            multiple,
+            ramp_ms,
+            hold_ms,
+            scenario: None,
+        }
+    }
+
     /// Total duration of the profile.
     pub fn duration_ms(&self) -> u64 {
         self.ramp_ms.saturating_add(self.hold_ms)
@@ -351,14 +363,7 @@ impl ProfileConfig {
 
 /// The library used when the file has no `[[profile]]`.
 pub fn default_profiles() -> Vec<ProfileConfig> {
-    let profile = |name: &str, kind, multiple, ramp_ms, hold_ms| ProfileConfig {
-        name: name.to_owned(),
-        kind,
-        multiple,
-        ramp_ms,
-        hold_ms,
-        scenario: None,
-    };
+    let profile = ProfileConfig::new;
     vec![
         profile("normal", ProfileKind::Normal, 1.0, 0, 0),
         profile("peak", ProfileKind::Peak, 8.0, 5_000, 20_000),

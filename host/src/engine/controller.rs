@@ -425,22 +425,35 @@ impl Controller {
         };
         asset.baseline = None;
         asset.phase = ShadowPhase::Stressed;
+        let stress = self.begin_stress(asset.name(), Role::Shadow, profile, run, reason);
+        asset.stress = Some(stress);
+    }
+
+    /// Records the start of a stress run and returns its judgement state.
+    pub fn begin_stress(
+        &self,
+        asset: &str,
+        role: Role,
+        profile: crate::config::ProfileConfig,
+        run: LoadRun,
+        reason: String,
+    ) -> super::asset::Stress {
         self.recorder.record(EngineEvent::ProfileStarted {
-            asset: asset.name().to_owned(),
-            role: Role::Shadow.as_str().to_owned(),
+            asset: asset.to_owned(),
+            role: role.as_str().to_owned(),
             profile: profile.name.clone(),
             kind: format!("{:?}", profile.kind).to_lowercase(),
             peak_rps: run.peak_rps,
             duration_ms: run.duration.as_millis() as u64,
             reason,
         });
-        asset.stress = Some(super::asset::Stress {
+        super::asset::Stress {
             profile,
             run,
             judge: SloJudge::default(),
             reported: Instant::now(),
             requests: 0,
-        });
+        }
     }
 
     /// Judges the shadow's stress run for one tick.

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use crate::policy::types::ShadowPhase;
 
 use super::EngineError;
-use super::asset::{AssetState, Control, Stress};
+use super::asset::{AssetState, Control};
 use super::controller::Controller;
 use super::events::EngineEvent;
 use super::metrics::Scraper;
 use super::process::{self, Instance, Launch, Role};
-use super::trial::{LoadRun, SloJudge, plan_for};
+use super::trial::{LoadRun, plan_for};
 use super::versions::Status;
 use super::{DeployOutcome, DeployRequest};
 
@@ -522,24 +522,16 @@ impl Controller {
             asset.failure_handled = true;
             return;
         };
-        self.recorder.record(EngineEvent::ProfileStarted {
-            asset: asset.name().to_owned(),
-            role: Role::Control.as_str().to_owned(),
-            profile: profile.name.clone(),
-            kind: format!("{:?}", profile.kind).to_lowercase(),
-            peak_rps: run.peak_rps,
-            duration_ms: run.duration.as_millis() as u64,
-            reason: format!("checking known-good {to_version} before a rollback"),
-        });
+        let stress = self.begin_stress(
+            asset.name(),
+            Role::Control,
+            profile,
+            run,
+            format!("checking known-good {to_version} before a rollback"),
+        );
         asset.control = Some(Control {
             instance,
-            stress: Stress {
-                profile,
-                run,
-                judge: SloJudge::default(),
-                reported: Instant::now(),
-                requests: 0,
-            },
+            stress,
             to_version: to_version.to_owned(),
             reason: reason.to_owned(),
         });
