@@ -20,6 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+for program in umbra umbra-demo-service; do
+    [ -x "$bin/$program" ] || { echo "missing $bin/$program: run cargo build --release" >&2; exit 1; }
+done
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "binary size      $(stat -c %s "$bin/umbra") bytes ($(du -h "$bin/umbra" | cut -f1)), stripped by the release profile"
