@@ -23,7 +23,9 @@ const MAX_PROCEDURE_OUTPUT: usize = 4096;
 /// A change of failure probability worth an event.
 const PREDICTION_STEP: f64 = 0.25;
 
-/// One remediation decision and what came of it, in the audit log.
+/// One remediation decision in the audit log. What came of its actions
+/// follows as separate records: rollbacks, refusals, control checks and
+/// procedure runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Service decided about.
@@ -351,7 +353,6 @@ impl Controller {
     pub fn run_procedure(&mut self, asset: &mut AssetState, name: &str, reason: &str) {
         asset.last_procedure = Some(Instant::now());
         let recorder = self.recorder.clone();
-        let audit = self.audit.clone();
         let asset_name = asset.name().to_owned();
         let Some(procedure) = asset
             .config
@@ -390,13 +391,6 @@ impl Controller {
             } else {
                 run_command(&args, Duration::from_millis(procedure.timeout_ms)).await
             };
-            let _ = audit.append(
-                crate::store::now_ms(),
-                &serde_json::json!({
-                    "procedure": procedure.name, "asset": asset_name, "success": success,
-                    "status": status, "output": output, "dry_run": dry_run,
-                }),
-            );
             recorder.record(EngineEvent::ProcedureRan {
                 asset: asset_name,
                 procedure: procedure.name,

@@ -236,18 +236,20 @@ pub struct Stamped {
     pub event: EngineEvent,
 }
 
-/// Writes events to the store and to subscribers.
+/// Writes events to the store and to subscribers, and the outcomes of
+/// remediation actions to the audit log as well.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     log: Option<EventLog>,
+    audit: Option<EventLog>,
     sender: broadcast::Sender<Stamped>,
 }
 
 impl Recorder {
-    /// A recorder writing to `log`.
-    pub fn new(log: Option<EventLog>) -> Recorder {
+    /// A recorder writing events to `log` and action outcomes to `audit`.
+    pub fn new(log: Option<EventLog>, audit: Option<EventLog>) -> Recorder {
         let (sender, _) = broadcast::channel(4096);
-        Recorder { log, sender }
+        Recorder { log, audit, sender }
     }
 
     /// Records `event` now. Events that change a live asset are flushed to
@@ -261,6 +263,20 @@ impl Recorder {
                 | EngineEvent::VersionStatus { .. }
         );
         tracing::info!(target: "umbra::event", event = ?event);
+        let outcome = matches!(
+            event,
+            EngineEvent::RolledBack { .. }
+                | EngineEvent::ActionRefused { .. }
+                | EngineEvent::ControlCheck { .. }
+                | EngineEvent::ControlResult { .. }
+                | EngineEvent::ProcedureRan { .. }
+        );
+        if outcome
+            && let Some(audit) = &self.audit
+            && let Err(error) = audit.append_durable(ts_ms, &event)
+        {
+            tracing::warn!(%error, "cannot record an action outcome in the audit log");
+        }
         if let Some(log) = &self.log {
             let result = if durable {
                 log.append_durable(ts_ms, &event)

@@ -266,7 +266,10 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
         })?;
     }
     let store = Store::open(config.store_path(), config.store.settings.clone())?;
-    let recorder = Recorder::new(Some(store.events(EVENT_LOG)?));
+    let recorder = Recorder::new(
+        Some(store.events(EVENT_LOG)?),
+        Some(store.events(AUDIT_LOG)?),
+    );
     let policies = Arc::new(PolicyRuntime::new(
         &config.policies,
         recorder.policy_sink(),
