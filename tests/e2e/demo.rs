@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use umbra_host::engine::{EVENT_LOG, EngineEvent};
+use umbra_host::engine::{AUDIT_LOG, EVENT_LOG, EngineEvent};
 use umbra_host::store::{Store, StoreConfig};
 
 use crate::common::{ChildGuard, free_port, http, processes_mentioning, repo_root, umbra_binary};
@@ -141,6 +141,27 @@ fn demo_rolls_back_the_version_whose_shadow_fails_under_peak() {
     assert!(
         !events.iter().any(|e| matches!(e, EngineEvent::VersionStatus { version, status, .. } if version == "v1" && status != "known-good")),
         "v1 did not stay known-good"
+    );
+
+    // The audit log holds the decision, with the policy's digest, and its
+    // outcome.
+    let audit: Vec<Value> = store
+        .events(AUDIT_LOG)
+        .expect("audit log")
+        .since::<Value>(0)
+        .expect("audit records")
+        .into_iter()
+        .map(|record| record.value)
+        .collect();
+    let decision = audit
+        .iter()
+        .find(|r| r["actions"].to_string().contains("roll back shop-api to v1"))
+        .expect("the rollback decision is audited");
+    assert!(decision["digest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{decision}");
+    assert!(!decision["inputs"].as_array().is_none_or(Vec::is_empty), "{decision}");
+    assert!(
+        audit.iter().any(|r| r["type"] == "rolled_back" && r["to"] == "v1"),
+        "the rollback's outcome is not audited"
     );
 
     // Only the simulated users reached the live service: its own request
