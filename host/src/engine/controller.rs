@@ -123,7 +123,7 @@ impl Controller {
         self.tick += 1;
         let ts_ms = now_ms();
         let reload_every = (POLICY_RELOAD_MS / self.config.engine.tick_ms).max(1);
-        if self.tick % reload_every == 0 {
+        if self.tick.is_multiple_of(reload_every) {
             // Picks up edited policy files; a file that fails to load keeps
             // the previous policy and records a `policy` event.
             self.policies.reload_changed();
