@@ -97,7 +97,7 @@ fn config(dir: &std::path::Path, assets: usize) -> EngineConfig {
 /// distributions for both sides, except every 20th asset's shadow, whose
 /// latency drifts up after 40 ticks.
 fn values(rng: &mut fastrand::Rng, asset: usize, shadow: bool, tick: u64) -> TickValues {
-    let drift = if shadow && asset % 20 == 0 && tick > 40 {
+    let drift = if shadow && asset.is_multiple_of(20) && tick > 40 {
         1.6
     } else {
         1.0
