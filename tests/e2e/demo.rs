@@ -155,12 +155,26 @@ fn demo_rolls_back_the_version_whose_shadow_fails_under_peak() {
         .collect();
     let decision = audit
         .iter()
-        .find(|r| r["actions"].to_string().contains("roll back shop-api to v1"))
+        .find(|r| {
+            r["actions"]
+                .to_string()
+                .contains("roll back shop-api to v1")
+        })
         .expect("the rollback decision is audited");
-    assert!(decision["digest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{decision}");
-    assert!(!decision["inputs"].as_array().is_none_or(Vec::is_empty), "{decision}");
     assert!(
-        audit.iter().any(|r| r["type"] == "rolled_back" && r["to"] == "v1"),
+        decision["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{decision}"
+    );
+    assert!(
+        !decision["inputs"].as_array().is_none_or(Vec::is_empty),
+        "{decision}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["type"] == "rolled_back" && r["to"] == "v1"),
         "the rollback's outcome is not audited"
     );
 

@@ -392,3 +392,68 @@ fn every_example_config_loads() {
         "expected engine configs in examples/, found {checked}"
     );
 }
+
+#[test]
+fn dry_run_and_busy_api_port_change_nothing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let api_port = free_port();
+    let live_port = free_port();
+    let config = write_config(dir.path(), api_port, live_port);
+    let child = Command::new(umbra_binary())
+        .current_dir(dir.path())
+        .args(["run", "--dry-run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("umbra run starts");
+    let mut daemon = ChildGuard(child);
+    let report = wait_until(api_port, Duration::from_secs(30), "live up", |s| {
+        s["assets"][0]["live"]["pid"].as_u64().is_some()
+    });
+    assert_eq!(report["dry_run"], true);
+    let live_pid = report["assets"][0]["live"]["pid"]
+        .as_u64()
+        .unwrap_or_default();
+
+    let body = serde_json::json!({"asset": "shop-api", "version": "v1b", "config": V1.replace("\"v1\"", "\"v1b\"")});
+    let (line, body) = http(api_port, "POST", "/v1/deployments", &body.to_string());
+    assert!(
+        line.contains("409") && body.contains("dry-run"),
+        "{line} {body}"
+    );
+    let (line, body) = http(
+        api_port,
+        "POST",
+        "/v1/rollback",
+        r#"{"asset": "shop-api", "to_version": "v1"}"#,
+    );
+    assert!(
+        line.contains("409") && body.contains("dry-run"),
+        "{line} {body}"
+    );
+
+    // A second daemon on the same API port fails before it touches the
+    // first one's instances.
+    let output = Command::new(umbra_binary())
+        .current_dir(dir.path())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("second daemon runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("failed to start the API"), "{stderr}");
+    let report = status(api_port).expect("first daemon still answers");
+    assert_eq!(report["assets"][0]["live"]["pid"].as_u64(), Some(live_pid));
+
+    terminate(&mut daemon);
+    let work_text = dir.path().join("work").display().to_string();
+    assert_eq!(
+        processes_mentioning(&work_text),
+        Vec::<(u32, String)>::new(),
+        "processes left behind"
+    );
+}

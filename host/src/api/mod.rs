@@ -13,7 +13,9 @@
 //! | `GET /metrics` | `umbra_` metrics in the Prometheus text format |
 //! | `GET /healthz` | 200 while the API runs |
 //!
-//! The server binds to loopback by default. When `api.token_env` names an
+//! The server binds to loopback by default, serves at most 256 connections
+//! at once, and closes a connection whose request headers take longer than
+//! 10 seconds; a request body must arrive within 30 seconds. When `api.token_env` names an
 //! environment variable, the two `POST` endpoints require
 //! `Authorization: Bearer <its value>`.
 
@@ -21,11 +23,13 @@ mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::config::ApiConfig;
@@ -35,12 +39,12 @@ use crate::engine::EngineHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// Address.
         addr: SocketAddr,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The token variable is configured but not set.
     #[error(
@@ -75,8 +79,24 @@ pub(crate) struct State {
     pub token: Option<String>,
 }
 
-/// Starts the API for `engine` on `config.listen`.
-pub async fn serve(config: &ApiConfig, engine: EngineHandle) -> Result<ApiServer, ApiError> {
+/// Time a client has to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; further clients wait in the kernel's accept
+/// queue.
+const MAX_CONNECTIONS: usize = 256;
+
+/// A bound listener and a checked token, before the engine starts: a daemon
+/// that cannot serve its API fails before it touches any instance.
+#[derive(Debug)]
+pub struct Bound {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    token: Option<String>,
+}
+
+/// Checks the token variable and binds `config.listen`.
+pub async fn bind(config: &ApiConfig) -> Result<Bound, ApiError> {
     let token = match &config.token_env {
         None => None,
         Some(name) => match std::env::var(name) {
@@ -86,31 +106,69 @@ pub async fn serve(config: &ApiConfig, engine: EngineHandle) -> Result<ApiServer
     };
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ApiError::Bind {
+        .map_err(|error| ApiError::Bind {
             addr: config.listen,
-            source,
+            error,
         })?;
-    let local_addr = listener.local_addr().map_err(|source| ApiError::Bind {
+    let local_addr = listener.local_addr().map_err(|error| ApiError::Bind {
         addr: config.listen,
-        source,
+        error,
     })?;
-    let state = Arc::new(State { engine, token });
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            };
-            let state = Arc::clone(&state);
-            tokio::spawn(async move {
-                let service =
-                    service_fn(move |request| routes::handle(request, Arc::clone(&state)));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    tracing::info!(%local_addr, "API listening");
-    Ok(ApiServer { local_addr, task })
+    Ok(Bound {
+        listener,
+        local_addr,
+        token,
+    })
+}
+
+impl Bound {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves the API for `engine`.
+    pub fn serve(self, engine: EngineHandle) -> ApiServer {
+        let Bound {
+            listener,
+            local_addr,
+            token,
+        } = self;
+        let state = Arc::new(State { engine, token });
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Typically EMFILE: pausing keeps the loop from spinning.
+                        tracing::warn!(%error, "accepting an API connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |request| routes::handle(request, Arc::clone(&state)));
+                    let _ = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    drop(slot);
+                });
+            }
+        });
+        tracing::info!(%local_addr, "API listening");
+        ApiServer { local_addr, task }
+    }
+}
+
+/// Binds `config.listen` and serves the API for `engine`.
+pub async fn serve(config: &ApiConfig, engine: EngineHandle) -> Result<ApiServer, ApiError> {
+    Ok(bind(config).await?.serve(engine))
 }

@@ -17,6 +17,9 @@ use crate::ingest::http::{parse_query, series_json};
 
 type HttpResponse = Response<Full<Bytes>>;
 
+/// Time a client has to send a request body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Largest request body: a deployment payload and its JSON envelope.
 const MAX_BODY_BYTES: usize = MAX_PAYLOAD_BYTES * 2 + 4096;
 
@@ -167,9 +170,18 @@ fn authorize(request: &Request<Incoming>, state: &State) -> Result<(), Box<HttpR
 async fn read_json<T: serde::de::DeserializeOwned>(
     request: Request<Incoming>,
 ) -> Result<T, Box<HttpResponse>> {
-    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
+    let collected = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(request.into_body(), MAX_BODY_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| {
+        Box::new(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+        ))
+    })?;
+    let body = collected
         .map_err(|_| {
             Box::new(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -193,6 +205,7 @@ fn engine_error(engine_error: &EngineError) -> HttpResponse {
         | EngineError::BadVersion { .. }
         | EngineError::NoKnownGood { .. }
         | EngineError::RollbackRefused { .. }
+        | EngineError::DryRun(_)
         | EngineError::Version(_) => StatusCode::CONFLICT,
         EngineError::Preflight { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         EngineError::Stopped => StatusCode::SERVICE_UNAVAILABLE,

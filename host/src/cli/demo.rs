@@ -126,16 +126,22 @@ fn demo_config(work_dir: &Path, program: &Path, live_port: u16, api: SocketAddr)
     }
 }
 
-/// Prints events until one matches `goal` or `timeout` passes.
+/// Prints events until one matches `goal`, `timeout` passes or `interrupt`
+/// fires.
 async fn wait_for(
     events: &mut broadcast::Receiver<Stamped>,
     started: Instant,
     timeout: Duration,
+    interrupt: &CancellationToken,
     goal: impl Fn(&EngineEvent) -> bool,
 ) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
+        let received = tokio::select! {
+            () = interrupt.cancelled() => return false,
+            received = tokio::time::timeout_at(deadline, events.recv()) => received,
+        };
+        match received {
             Err(_) => return false,
             Ok(Err(broadcast::error::RecvError::Closed)) => return false,
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
@@ -193,6 +199,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         };
         println!("API on http://{}  (try: umbra status --api http://{})\n", api.local_addr(), api.local_addr());
 
+        // Ctrl-C or SIGTERM ends the demo early but still stops everything
+        // it started.
+        let interrupt = CancellationToken::new();
+        let signal = interrupt.clone();
+        tokio::spawn(async move {
+            super::ingest::wait_for_shutdown().await;
+            signal.cancel();
+        });
         let users_stop = CancellationToken::new();
         let users = tokio::spawn(simulated_users(live_port, args.user_rps, users_stop.clone()));
 
@@ -206,7 +220,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ];
         for (step, timeout) in steps {
             let ok = match step {
-                "v1 becomes known-good" => wait_for(&mut events, started, timeout, |event| {
+                "v1 becomes known-good" => wait_for(&mut events, started, timeout, &interrupt, |event| {
                     matches!(event, EngineEvent::VersionStatus { version, status, .. } if version == "v1" && status == "known-good")
                 }).await,
                 "v2 deployed" => {
@@ -217,13 +231,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                         .await;
                     matches!(response, Ok(ref r) if r.status == 201)
                 }
-                "live rolled back to v1" => wait_for(&mut events, started, timeout, |event| {
+                "live rolled back to v1" => wait_for(&mut events, started, timeout, &interrupt, |event| {
                     matches!(event, EngineEvent::RolledBack { to, dry_run: false, .. } if to == "v1")
                 }).await,
-                _ => wait_for(&mut events, started, timeout, |event| {
+                _ => wait_for(&mut events, started, timeout, &interrupt, |event| {
                     matches!(event, EngineEvent::Confidence { below_threshold: false, .. })
                 }).await,
             };
+            if interrupt.is_cancelled() {
+                missed = Some("interrupted by a signal");
+                break;
+            }
             if !ok {
                 missed = Some(step);
                 break;
@@ -273,7 +291,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
                 .with_context(|| format!("cannot write `{}`", path.display()))?;
         }
-        Ok(if missed.is_none() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(match missed {
+            None => ExitCode::SUCCESS,
+            Some(_) if interrupt.is_cancelled() => ExitCode::from(130),
+            Some(_) => ExitCode::from(1),
+        })
     })
 }
 

@@ -45,23 +45,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     runtime.block_on(async move {
-        let api_config = config.api.clone();
-        let engine = Engine::start(config)
+        // The API is checked and bound first, so a daemon that could not
+        // serve it exits before it adopts, cleans up or stops any instance.
+        let bound = umbra_host::api::bind(&config.api)
+            .await
+            .context("failed to start the API")?;
+        let mut engine = Engine::start(config)
             .await
             .context("failed to start the engine")?;
-        let api = match umbra_host::api::serve(&api_config, engine.handle()).await {
-            Ok(api) => api,
-            Err(error) => {
-                engine.shutdown().await;
-                return Err(error).context("failed to start the API");
-            }
-        };
+        let api = bound.serve(engine.handle());
         println!("umbra engine running; API on http://{}", api.local_addr());
-        super::ingest::wait_for_shutdown().await;
-        tracing::info!("shutting down");
+        let failure = tokio::select! {
+            () = super::ingest::wait_for_shutdown() => None,
+            reason = engine.failure() => Some(reason),
+        };
+        match &failure {
+            Some(reason) => {
+                tracing::error!(%reason, "the engine stopped unexpectedly; stopping its instances");
+            }
+            None => tracing::info!("shutting down"),
+        }
         drop(api);
         engine.shutdown().await;
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        anyhow::Ok(match failure {
+            None => ExitCode::SUCCESS,
+            Some(reason) => {
+                eprintln!("error: {reason}");
+                ExitCode::FAILURE
+            }
+        })
+    })
 }

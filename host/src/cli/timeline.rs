@@ -214,7 +214,7 @@ pub fn line(event: &EngineEvent) -> Option<String> {
             "procedure {asset} `{procedure}` {}: {status}",
             if *success { "succeeded" } else { "failed" }
         ),
-        Policy(event) => format!(
+        Policy { event } => format!(
             "policy    {}",
             serde_json::to_string(event).unwrap_or_default()
         ),

@@ -15,7 +15,7 @@ pub use schema::{
     ApiConfig, AssetConfig, AssetKind, EngineSettings, LoadConfig, MetricsSource, ProcedureConfig,
     ProfileConfig, ProfileKind, ServiceConfig, SloConfig, StoreSection,
 };
-pub use validate::{ConfigError, Problem};
+pub use validate::{ConfigError, NAME_RULE, Problem, is_name};
 
 /// A parsed and validated engine configuration.
 pub use schema::EngineConfig;
@@ -23,9 +23,9 @@ pub use schema::EngineConfig;
 impl EngineConfig {
     /// Reads, parses and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<EngineConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let base = path
             .parent()

@@ -28,12 +28,12 @@ impl fmt::Display for Problem {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config `{}`: {source}", path.display())]
+    #[error("cannot read config `{}`: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema.
     #[error("invalid config{}: {message}", in_file(file))]
@@ -101,15 +101,23 @@ impl Problems {
     }
 }
 
-fn is_name(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 64
+/// Whether `value` is a valid name or version label. Names become directory
+/// and file names, so they start with a letter or digit and `.` or `..`
+/// never passes.
+pub fn is_name(value: &str) -> bool {
+    value.len() <= 64
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-const NAME_RULE: &str = "use 1 to 64 ASCII letters, digits, `-`, `_` or `.`";
+/// The rule [`is_name`] checks, for messages.
+pub const NAME_RULE: &str =
+    "use 1 to 64 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit";
+
+/// Longest duration setting, 30 days in milliseconds.
+const MAX_DURATION_MS: u64 = 30 * 24 * 3_600_000;
 
 fn unit(value: f64) -> bool {
     value.is_finite() && (0.0..=1.0).contains(&value)
@@ -135,18 +143,40 @@ impl EngineConfig {
     fn check_engine(&self, problems: &mut Problems) {
         let engine = &self.engine;
         problems.check(
-            engine.tick_ms >= 50,
+            (50..=3_600_000).contains(&engine.tick_ms),
             "engine.tick_ms",
-            format!("`{}` is too short: use at least 50", engine.tick_ms),
+            format!(
+                "`{}` is out of range: use 50 to 3600000 (one hour)",
+                engine.tick_ms
+            ),
         );
         problems.check(
-            engine.window_ticks >= 3,
+            (3..=10_000).contains(&engine.window_ticks),
             "engine.window_ticks",
             format!(
-                "`{}` is too few for a rank test: use at least 3",
+                "`{}` is out of range: use 3 (the fewest for a rank test) to 10000",
                 engine.window_ticks
             ),
         );
+        problems.check(
+            engine.calibration_windows <= 1000,
+            "engine.calibration_windows",
+            format!(
+                "`{}` is too many: use at most 1000",
+                engine.calibration_windows
+            ),
+        );
+        for (path, value) in [
+            ("engine.startup_timeout_ms", engine.startup_timeout_ms),
+            ("engine.known_good_hold_ms", engine.known_good_hold_ms),
+            ("engine.rollback_window_ms", engine.rollback_window_ms),
+        ] {
+            problems.check(
+                value <= MAX_DURATION_MS,
+                path,
+                format!("`{value}` is too long: use at most {MAX_DURATION_MS} (30 days)"),
+            );
+        }
         problems.check(
             engine.startup_timeout_ms > 0,
             "engine.startup_timeout_ms",
@@ -217,10 +247,7 @@ impl EngineConfig {
             )
         });
         if let Err(cycle) = topological_order(graph) {
-            problems.add(
-                "service.depends_on",
-                format!("{cycle}: remove one of these dependencies"),
-            );
+            problems.add("service.depends_on", cycle.to_string());
         }
     }
 
@@ -352,14 +379,22 @@ impl EngineConfig {
             format!("`{}` must be above 0", load.min_rps),
         );
         problems.check(
-            load.max_connections >= 1,
+            (1..=10_000).contains(&load.max_connections),
             format!("{path}.load.max_connections"),
-            "must be at least 1",
+            format!("`{}` is out of range: use 1 to 10000", load.max_connections),
         );
         problems.check(
-            load.timeout_ms >= 1,
+            (1..=MAX_DURATION_MS).contains(&load.timeout_ms),
             format!("{path}.load.timeout_ms"),
-            "must be at least 1",
+            format!(
+                "`{}` is out of range: use 1 to {MAX_DURATION_MS}",
+                load.timeout_ms
+            ),
+        );
+        problems.check(
+            asset.port != self.api.listen.port(),
+            format!("{path}.port"),
+            format!("port {} is the API's port (api.listen)", asset.port),
         );
         for (p, procedure) in asset.procedure.iter().enumerate() {
             let at = format!("{path}.procedure[{p}]");
@@ -374,9 +409,12 @@ impl EngineConfig {
                 "must name a program",
             );
             problems.check(
-                procedure.timeout_ms >= 1,
+                (1..=MAX_DURATION_MS).contains(&procedure.timeout_ms),
                 format!("{at}.timeout_ms"),
-                "must be at least 1",
+                format!(
+                    "`{}` is out of range: use 1 to {MAX_DURATION_MS}",
+                    procedure.timeout_ms
+                ),
             );
         }
     }
@@ -407,6 +445,11 @@ impl EngineConfig {
                 positive(profile.multiple) && profile.multiple <= 1000.0,
                 format!("{path}.multiple"),
                 format!("`{}` must be above 0 and at most 1000", profile.multiple),
+            );
+            problems.check(
+                profile.hold_ms <= MAX_DURATION_MS && profile.ramp_ms <= MAX_DURATION_MS,
+                format!("{path}.hold_ms"),
+                format!("ramp and hold must each be at most {MAX_DURATION_MS} (30 days)"),
             );
             if profile.kind != ProfileKind::Normal {
                 problems.check(

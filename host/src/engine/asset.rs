@@ -101,8 +101,9 @@ pub struct AssetState {
     pub failure_profile: Option<String>,
     /// Whether an action already answered the current failure.
     pub failure_handled: bool,
-    /// Time of the last rollback.
-    pub last_rollback: Option<Instant>,
+    /// Time of the last rollback, in ms since the Unix epoch. It is kept in
+    /// the store, so a restart does not reset the rollback window.
+    pub last_rollback_ms: Option<i64>,
     /// Time of the last remediation procedure.
     pub last_procedure: Option<Instant>,
     /// Failed shadow starts in a row, and when to try again.
@@ -152,7 +153,7 @@ impl AssetState {
             shadow_failure: None,
             failure_profile: None,
             failure_handled: false,
-            last_rollback: None,
+            last_rollback_ms: None,
             last_procedure: None,
             start_failures: 0,
             next_start: now,

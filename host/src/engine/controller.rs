@@ -69,6 +69,7 @@ pub(super) struct Controller {
     pub versions: Versions,
     pub instances: KvTree,
     pub live_versions: KvTree,
+    pub guardrails: KvTree,
     pub audit: EventLog,
     pub client: HttpClient,
     pub assets: Vec<AssetState>,

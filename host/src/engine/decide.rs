@@ -417,10 +417,35 @@ async fn run_command(args: &[String], timeout: Duration) -> (bool, String, Strin
         return (false, "no program".to_owned(), String::new());
     };
     let mut command = tokio::process::Command::new(super::process::resolve_program(program));
-    command.args(&args[1..]).kill_on_drop(true);
-    match tokio::time::timeout(timeout, command.output()).await {
-        Err(_) => (false, format!("killed after {timeout:?}"), String::new()),
-        Ok(Err(error)) => (false, format!("cannot start: {error}"), String::new()),
+    command
+        .args(&args[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return (false, format!("cannot start: {error}"), String::new()),
+    };
+    let group = child
+        .id()
+        .and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
+    // NOTE: the whole output is read before it is cut to
+    // MAX_PROCEDURE_OUTPUT, so a procedure that prints without end uses
+    // memory until its timeout.
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => {
+            if let Some(group) = group {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
+            (false, format!("killed after {timeout:?}"), String::new())
+        }
+        Ok(Err(error)) => (
+            false,
+            format!("failed while running: {error}"),
+            String::new(),
+        ),
         Ok(Ok(output)) => {
             let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&output.stderr));

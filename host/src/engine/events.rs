@@ -191,8 +191,9 @@ pub enum EngineEvent {
         output: String,
         dry_run: bool,
     },
-    /// A policy failed or was reloaded.
-    Policy(PolicyEvent),
+    /// A policy failed or was reloaded. The policy event sits under its own
+    /// key because it carries its own `type` tag.
+    Policy { event: PolicyEvent },
     /// The engine stopped.
     EngineStopped { reason: String },
 }
@@ -305,6 +306,29 @@ struct PolicySink(Recorder);
 
 impl EventSink for PolicySink {
     fn record(&self, event: PolicyEvent) {
-        self.0.record(EngineEvent::Policy(event));
+        self.0.record(EngineEvent::Policy { event });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Decision;
+
+    #[test]
+    fn policy_event_round_trips_through_json() {
+        let event = EngineEvent::Policy {
+            event: PolicyEvent::PolicyError {
+                decision: Decision::Drift,
+                policy: "builtin:default".to_owned(),
+                digest: "sha256:00".to_owned(),
+                kind: "timeout".to_owned(),
+                message: "timed out".to_owned(),
+                subject: "shop-api".to_owned(),
+            },
+        };
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        let back: Result<EngineEvent, _> = serde_json::from_str(&json);
+        assert_eq!(back.ok(), Some(event), "{json}");
     }
 }

@@ -15,6 +15,11 @@ use super::trial::{LoadRun, plan_for};
 use super::versions::Status;
 use super::{DeployOutcome, DeployRequest};
 
+/// Key of an asset's last rollback time in the `guardrails` tree.
+pub fn rollback_key(asset: &str) -> String {
+    format!("{asset}/last_rollback_ms")
+}
+
 /// Failed shadow starts in a row after which the version counts as failed.
 const MAX_START_FAILURES: u32 = 3;
 
@@ -277,6 +282,9 @@ impl Controller {
             .position(|asset| asset.name() == request.asset)
             .ok_or_else(|| EngineError::UnknownAsset(request.asset.clone()))?;
         request.validate()?;
+        if self.config.engine.dry_run {
+            return Err(EngineError::DryRun("a deployment"));
+        }
         let current = self.assets[index].version.clone();
         if current == request.version {
             return Err(EngineError::AlreadyLive {
@@ -319,6 +327,7 @@ impl Controller {
         request: &DeployRequest,
         current: &str,
     ) -> Result<(), EngineError> {
+        let previous_phase = asset.phase;
         self.stop_control(asset).await;
         self.stop_shadow(asset).await;
         let shadow = match self
@@ -327,6 +336,11 @@ impl Controller {
         {
             Ok(shadow) => shadow,
             Err(error) => {
+                // A failed live version keeps no shadow until the next
+                // deployment or rollback.
+                if previous_phase == ShadowPhase::Failed {
+                    asset.phase = ShadowPhase::Failed;
+                }
                 let reason = format!("its shadow failed to start: {error}");
                 if let Err(store_error) =
                     self.versions
@@ -382,6 +396,9 @@ impl Controller {
             .iter()
             .position(|asset| asset.name() == name)
             .ok_or_else(|| EngineError::UnknownAsset(name.to_owned()))?;
+        if self.config.engine.dry_run {
+            return Err(EngineError::DryRun("a manual rollback"));
+        }
         let mut assets = std::mem::take(&mut self.assets);
         let result = self
             .checked_rollback(&mut assets[index], to_version, "requested by an operator")
@@ -411,9 +428,14 @@ impl Controller {
         let from = asset.version.clone();
         let dry_run = self.config.engine.dry_run;
         asset.failure_handled = true;
-        asset.last_rollback = Some(Instant::now());
         if !dry_run {
             self.apply_version(asset, &target).await?;
+            let now = crate::store::now_ms();
+            asset.last_rollback_ms = Some(now);
+            if let Err(error) = self.guardrails.put(&rollback_key(asset.name()), &now) {
+                tracing::warn!(%error, "cannot record the rollback time");
+            }
+            let _ = self.guardrails.flush();
             self.telemetry
                 .rollbacks
                 .get_or_create(&super::telemetry::AssetLabel {
@@ -456,15 +478,16 @@ impl Controller {
                 record.status.as_str()
             )));
         }
-        let window = Duration::from_millis(self.config.engine.rollback_window_ms);
-        if let Some(last) = asset.last_rollback
-            && last.elapsed() < window
-        {
-            return Err(refuse(format!(
-                "the asset was rolled back {:.0} s ago; at most one rollback per {:.0} s (engine.rollback_window_ms)",
-                last.elapsed().as_secs_f64(),
-                window.as_secs_f64()
-            )));
+        let window_ms = self.config.engine.rollback_window_ms as i64;
+        if let Some(last) = asset.last_rollback_ms {
+            let since_ms = crate::store::now_ms().saturating_sub(last);
+            if since_ms < window_ms {
+                return Err(refuse(format!(
+                    "the asset was rolled back {:.0} s ago; at most one rollback per {:.0} s (engine.rollback_window_ms)",
+                    since_ms as f64 / 1000.0,
+                    window_ms as f64 / 1000.0
+                )));
+            }
         }
         Ok(())
     }
@@ -520,6 +543,10 @@ impl Controller {
         });
         let Some(run) = run else {
             asset.failure_handled = true;
+            let mut instance = instance;
+            instance.stop().await;
+            instance.forget(&self.instances);
+            let _ = std::fs::remove_dir_all(&instance.record.data_dir);
             return;
         };
         let stress = self.begin_stress(
@@ -600,6 +627,11 @@ impl Controller {
             detail: detail.clone(),
         });
         if !passed {
+            self.set_status(
+                asset,
+                Status::Candidate,
+                &format!("its shadow's failure is blamed on the environment: known-good {version} failed the same load"),
+            );
             let message = format!(
                 "the known-good {version} also fails under the same load ({detail}): the environment, not version {}, is the likely cause; no rollback",
                 asset.version

@@ -58,12 +58,12 @@ pub enum EngineError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
     /// The store directory could not be prepared.
-    #[error("cannot prepare `{}`: {source}", path.display())]
+    #[error("cannot prepare `{}`: {error}", path.display())]
     Prepare {
         /// The directory.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A policy could not be loaded.
     #[error("policies: {0}")]
@@ -143,6 +143,11 @@ pub enum EngineError {
     /// An instance did not start.
     #[error(transparent)]
     Start(#[from] process::StartError),
+    /// The engine runs in dry-run mode, which changes no live asset.
+    #[error(
+        "the engine runs in dry-run mode, so it changes no live asset: {0} is rejected; restart it without --dry-run (engine.dry_run) to deploy or roll back"
+    )]
+    DryRun(&'static str),
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
@@ -170,16 +175,11 @@ fn default_origin() -> String {
 impl DeployRequest {
     /// Checks the label and payload before anything is recorded.
     pub fn validate(&self) -> Result<(), EngineError> {
-        let valid_label = !self.version.is_empty()
-            && self.version.len() <= 64
-            && self
-                .version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_label {
+        if !crate::config::is_name(&self.version) {
             return Err(EngineError::InvalidDeployment(format!(
-                "version `{}` is not a valid label: use 1 to 64 ASCII letters, digits, `-`, `_` or `.`",
-                self.version
+                "version `{}` is not a valid label: {}",
+                self.version,
+                crate::config::NAME_RULE
             )));
         }
         if self.config.trim().is_empty() {
@@ -217,7 +217,7 @@ pub struct DeployOutcome {
 pub struct Engine {
     handle: EngineHandle,
     cancel: CancellationToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
     compactor: JoinHandle<()>,
 }
 
@@ -260,9 +260,9 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
     let log_dir = work_dir.join("logs");
     let shadow_dir = work_dir.join("shadows");
     for dir in [&work_dir, &log_dir, &shadow_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| EngineError::Prepare {
+        std::fs::create_dir_all(dir).map_err(|error| EngineError::Prepare {
             path: dir.clone(),
-            source,
+            error,
         })?;
     }
     let store = Store::open(config.store_path(), config.store.settings.clone())?;
@@ -292,6 +292,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
     let versions = Versions::new(store.kv("versions")?, &work_dir.join("versions"));
     let instances = store.kv("instances")?;
     let live_versions = store.kv("live")?;
+    let guardrails = store.kv("guardrails")?;
 
     let leftovers = process::cleanup_leftovers(&instances);
     let mut adopted = Vec::new();
@@ -301,9 +302,9 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
             .service(&asset_config.service)
             .map_or(0.5, |service| service.criticality);
         let payload =
-            std::fs::read(&asset_config.config).map_err(|source| EngineError::Prepare {
+            std::fs::read(&asset_config.config).map_err(|error| EngineError::Prepare {
                 path: asset_config.config.clone(),
-                source,
+                error,
             })?;
         versions.record(&asset_config.name, &asset_config.version, &payload)?;
         let mut asset = AssetState::new(
@@ -321,6 +322,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
             asset.status = record.status;
         }
         asset.peak_passed = asset.status == versions::Status::KnownGood;
+        asset.last_rollback_ms = guardrails.get(&lifecycle::rollback_key(&asset_config.name))?;
         asset.known_good = versions
             .last_known_good(&asset_config.name, &asset.version)?
             .map(|record| record.version);
@@ -381,6 +383,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
         versions,
         instances,
         live_versions,
+        guardrails,
         audit: store.events(AUDIT_LOG)?,
         client: HttpClient::default(),
         assets,
@@ -428,9 +431,32 @@ impl Engine {
                 config,
             },
             cancel,
-            task,
+            task: Some(task),
             compactor,
         })
+    }
+
+    /// Waits until the control loop ends on its own, which only a bug can
+    /// cause, and returns why. Pending forever while the loop runs.
+    pub async fn failure(&mut self) -> String {
+        let Some(task) = self.task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = task.await;
+        self.task = None;
+        match result {
+            Ok(()) => "the control loop ended".to_owned(),
+            Err(error) if error.is_panic() => {
+                let panic = error.into_panic();
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                format!("the control loop panicked: {message}")
+            }
+            Err(error) => format!("the control loop was cancelled: {error}"),
+        }
     }
 
     /// A handle for deployments, status and events.
@@ -443,7 +469,9 @@ impl Engine {
     /// flushes the store.
     pub async fn shutdown(self) {
         self.cancel.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
         self.compactor.abort();
         let _ = self.handle.store.flush();
     }

@@ -109,20 +109,20 @@ pub struct Instance {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The program could not be started at all.
-    #[error("cannot start `{program}`: {source}")]
+    #[error("cannot start `{program}`: {error}")]
     Spawn {
         /// The program.
         program: String,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The data directory or log could not be created.
-    #[error("cannot prepare `{}`: {source}", path.display())]
+    #[error("cannot prepare `{}`: {error}", path.display())]
     Prepare {
         /// The path.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The process exited before it became healthy.
     #[error("exited during start-up with {status}; last log lines:\n{log}")]
@@ -183,9 +183,9 @@ fn expand(arg: &str, launch: &Launch) -> String {
 /// Starts `launch` without waiting for it to become healthy.
 pub fn spawn(launch: &Launch, log_dir: &Path) -> Result<Instance, StartError> {
     for dir in [&launch.data_dir, &log_dir.to_path_buf()] {
-        std::fs::create_dir_all(dir).map_err(|source| StartError::Prepare {
+        std::fs::create_dir_all(dir).map_err(|error| StartError::Prepare {
             path: dir.clone(),
-            source,
+            error,
         })?;
     }
     let log_path = log_dir.join(format!(
@@ -194,13 +194,13 @@ pub fn spawn(launch: &Launch, log_dir: &Path) -> Result<Instance, StartError> {
         launch.role.as_str(),
         launch.version
     ));
-    let log = std::fs::File::create(&log_path).map_err(|source| StartError::Prepare {
+    let log = std::fs::File::create(&log_path).map_err(|error| StartError::Prepare {
         path: log_path.clone(),
-        source,
+        error,
     })?;
-    let log_err = log.try_clone().map_err(|source| StartError::Prepare {
+    let log_err = log.try_clone().map_err(|error| StartError::Prepare {
         path: log_path.clone(),
-        source,
+        error,
     })?;
     let program = launch
         .command
@@ -215,9 +215,9 @@ pub fn spawn(launch: &Launch, log_dir: &Path) -> Result<Instance, StartError> {
         .stderr(log_err)
         .process_group(0)
         .kill_on_drop(true);
-    let child = command.spawn().map_err(|source| StartError::Spawn {
+    let child = command.spawn().map_err(|error| StartError::Spawn {
         program: program.to_owned(),
-        source,
+        error,
     })?;
     let pid = child.id().unwrap_or_default();
     Ok(Instance {
@@ -303,6 +303,8 @@ impl Instance {
             return;
         };
         if self.exit_status().is_some() {
+            // The leader is gone, but children in its group may remain.
+            let _ = kill_process_group(pid, Signal::KILL);
             return;
         }
         let _ = kill_process_group(pid, Signal::TERM);

@@ -79,12 +79,12 @@ pub enum VersionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The payload could not be written.
-    #[error("cannot write `{}`: {source}", path.display())]
+    #[error("cannot write `{}`: {error}", path.display())]
     Write {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -126,14 +126,14 @@ impl Versions {
             });
         }
         let dir = self.payload_dir.join(asset);
-        std::fs::create_dir_all(&dir).map_err(|source| VersionError::Write {
+        std::fs::create_dir_all(&dir).map_err(|error| VersionError::Write {
             path: dir.clone(),
-            source,
+            error,
         })?;
         let config_path = dir.join(format!("{version}.conf"));
-        std::fs::write(&config_path, payload).map_err(|source| VersionError::Write {
+        std::fs::write(&config_path, payload).map_err(|error| VersionError::Write {
             path: config_path.clone(),
-            source,
+            error,
         })?;
         let now = now_ms();
         let record = VersionRecord {
