@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod confidence;
+pub mod fault;
 pub mod ingest;
 pub mod load;
 pub mod policy;
