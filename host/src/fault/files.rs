@@ -52,10 +52,14 @@ impl Drop for OpenFilesLimit {
     }
 }
 
-/// Sets the soft and hard `RLIMIT_NOFILE` of `pid` and its descendants to `max_files`.
+/// Sets the soft `RLIMIT_NOFILE` of `pid` and its descendants to `max_files`.
 ///
 /// Descriptors that are already open stay open; only new ones past the limit fail with
 /// `EMFILE`. Processes that the tree starts later inherit the limit.
+///
+/// NOTE: the hard limit is left as it is, because raising it back afterwards needs
+/// `CAP_SYS_RESOURCE`, which containers often drop. A process that raises its own soft
+/// limit up to the hard limit while the fault runs escapes it.
 pub fn limit_open_files(
     ledger: &FaultLedger,
     pid: u32,
@@ -82,8 +86,10 @@ pub fn limit_open_files(
             Err(ResourceError::NoSuchProcess { .. }) if member != pid => continue,
             Err(error) => return Err(error),
         };
+        let soft = record.hard.map_or(max_files, |hard| hard.min(max_files));
+        let hard = record.hard;
         guard.keys.push(ledger.record_rlimit(&record)?);
-        process::set_limit(member, Limit::OpenFiles, Some(max_files), Some(max_files))?;
+        process::set_limit(member, Limit::OpenFiles, Some(soft), hard)?;
     }
     info!(pid, max_files, processes = guard.keys.len(), "open-files limit applied");
     Ok(guard)

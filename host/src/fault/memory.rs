@@ -125,8 +125,11 @@ pub fn limit_memory(
     let mut keys = Vec::new();
     for &member in &pids {
         let record = process::snapshot_limit(member, Limit::AddressSpace)?;
+        // Only the soft limit changes: raising a hard limit back needs CAP_SYS_RESOURCE.
+        let soft = record.hard.map_or(limit_bytes, |hard| hard.min(limit_bytes));
+        let hard = record.hard;
         keys.push(ledger.record_rlimit(&record)?);
-        process::set_limit(member, Limit::AddressSpace, Some(limit_bytes), Some(limit_bytes))?;
+        process::set_limit(member, Limit::AddressSpace, Some(soft), hard)?;
     }
     info!(pid, limit_bytes, processes = pids.len(), "memory limit applied with RLIMIT_AS");
     Ok(MemoryLimit {

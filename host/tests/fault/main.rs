@@ -5,4 +5,5 @@
 //! Resource tests need root, cgroup v1 and overlayfs, as CI machines have.
 
 mod proxy;
+mod resources;
 mod support;
