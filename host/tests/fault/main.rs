@@ -4,6 +4,7 @@
 //!
 //! Resource tests need root, cgroup v1 and overlayfs, as CI machines have.
 
+mod crash;
 mod proxy;
 mod resources;
 mod support;
