@@ -11,6 +11,8 @@
 //! - [`limit_memory`], [`limit_open_files`], [`CpuContention`] and [`DiskBudget`] exhaust
 //!   a shadow's resources and return guards that reverse the limit when restored or
 //!   dropped.
+//! - [`MirrorProxy`] sits in front of a live HTTP/1.1 asset and copies its traffic to the
+//!   shadow, so the shadow sees the same baseline load as live without ever slowing it.
 //!
 //! Whatever could outlive Umbra (cgroups, changed limits, mounts) is recorded in a
 //! [`FaultLedger`] before it is applied. Proxies and busy threads live in the Umbra
@@ -46,6 +48,8 @@ mod error;
 mod files;
 mod ledger;
 mod memory;
+mod mirror;
+mod mirror_config;
 mod process;
 mod proxy;
 mod spec;
@@ -60,6 +64,8 @@ pub use ledger::{
     cleanup_leftovers,
 };
 pub use memory::{MemoryLimit, MemoryMechanism, limit_memory};
+pub use mirror::MirrorProxy;
+pub use mirror_config::{MirrorConfig, MirrorStats};
 pub use proxy::FaultProxy;
 pub use spec::{Direction, Fault, FaultRule, FaultSet};
 pub use stats::ProxyStats;

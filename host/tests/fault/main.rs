@@ -5,6 +5,7 @@
 //! Resource tests need root, cgroup v1 and overlayfs, as CI machines have.
 
 mod crash;
+mod mirror;
 mod proxy;
 mod resources;
 mod support;

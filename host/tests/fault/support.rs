@@ -224,19 +224,25 @@ impl KeepAlive {
 
     /// Sends one request for `/small.txt` and returns the time until the full response.
     pub fn request(&mut self) -> Duration {
+        self.send("GET", "/small.txt", "").0
+    }
+
+    /// Sends one request and returns the time until the full response, and the response.
+    pub fn send(&mut self, method: &str, path: &str, body: &str) -> (Duration, Vec<u8>) {
         let started = Instant::now();
-        self.stream
-            .write_all(b"GET /small.txt HTTP/1.1\r\nHost: test\r\n\r\n")
-            .expect("send request");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(request.as_bytes()).expect("send request");
         let mut received = Vec::new();
         let mut buffer = [0u8; 4096];
-        // The response is headers plus 17 body bytes; read until the body is complete.
         while !response_complete(&received) {
             let n = self.stream.read(&mut buffer).expect("read response");
             assert!(n > 0, "connection closed mid-response");
             received.extend_from_slice(&buffer[..n]);
         }
-        started.elapsed()
+        (started.elapsed(), received)
     }
 }
 
