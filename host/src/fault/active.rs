@@ -203,8 +203,13 @@ mod tests {
 
     #[test]
     fn half_toxicity_applies_to_about_half() {
-        let rule = FaultRule::new(Direction::Upstream, Fault::Timeout { close_after_ms: None })
-            .with_toxicity(0.5);
+        let rule = FaultRule::new(
+            Direction::Upstream,
+            Fault::Timeout {
+                close_after_ms: None,
+            },
+        )
+        .with_toxicity(0.5);
         let set = published(vec![rule]);
         let hits = (0..2000)
             .filter(|_| !ActiveFaults::roll(&set, Direction::Upstream, Instant::now()).is_empty())
@@ -221,7 +226,11 @@ mod tests {
         };
         let segments = active.segments(1000);
         assert_eq!(segments.iter().sum::<usize>(), 1000);
-        assert!(segments[..segments.len() - 1].iter().all(|s| (7..=13).contains(s)));
+        assert!(
+            segments[..segments.len() - 1]
+                .iter()
+                .all(|s| (7..=13).contains(s))
+        );
     }
 
     #[test]

@@ -195,7 +195,10 @@ impl Writer {
         self.active = ActiveFaults::roll(&published, self.direction, Instant::now());
         self.forwarded_since_roll = 0;
         if !self.active.is_empty() {
-            self.shared.counters.faulted_pipes.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .faulted_pipes
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -243,12 +246,13 @@ impl Writer {
             if let wait @ (Wait::Cancelled | Wait::Close) = self.send(segment).await {
                 return wait;
             }
-            if let Some(pause) = pause.filter(|p| !p.is_zero() && index + 1 < count) {
-                if let wait @ (Wait::Cancelled | Wait::Close) =
-                    self.wait(Some(Instant::now() + pause)).await
-                {
-                    return wait;
-                }
+            let Some(pause) = pause.filter(|p| !p.is_zero() && index + 1 < count) else {
+                continue;
+            };
+            if let wait @ (Wait::Cancelled | Wait::Close) =
+                self.wait(Some(Instant::now() + pause)).await
+            {
+                return wait;
             }
         }
         Wait::Done
@@ -332,7 +336,10 @@ impl Writer {
 
     /// Closes the whole connection because a timeout fault's `close_after_ms` passed.
     fn close_timed_out(self) {
-        self.shared.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .counters
+            .timeouts
+            .fetch_add(1, Ordering::Relaxed);
         self.shared.cancel.cancel();
     }
 

@@ -51,7 +51,9 @@ impl CpuContention {
             pid,
             source: errno.into(),
         })?;
-        let cpus: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&cpu| mask.is_set(cpu)).collect();
+        let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
+            .filter(|&cpu| mask.is_set(cpu))
+            .collect();
 
         let stop = Arc::new(AtomicBool::new(false));
         let deadline = Instant::now() + duration;
@@ -74,7 +76,13 @@ impl CpuContention {
                 contention.threads.push(thread);
             }
         }
-        info!(pid, ?cpus, threads_per_cpu, ?duration, "CPU contention started");
+        info!(
+            pid,
+            ?cpus,
+            threads_per_cpu,
+            ?duration,
+            "CPU contention started"
+        );
         Ok(contention)
     }
 

@@ -72,12 +72,18 @@ impl DiskBudget {
 
         create_dir(&staging)?;
         let size = format!("size={budget_bytes}");
-        mount("umbra-budget", &staging, "tmpfs", MountFlags::NOSUID, Some(c_string(&size)?.as_c_str()))
-            .map_err(|errno| ResourceError::Mount {
-                kind: "tmpfs",
-                path: staging.clone(),
-                source: errno.into(),
-            })?;
+        mount(
+            "umbra-budget",
+            &staging,
+            "tmpfs",
+            MountFlags::NOSUID,
+            Some(c_string(&size)?.as_c_str()),
+        )
+        .map_err(|errno| ResourceError::Mount {
+            kind: "tmpfs",
+            path: staging.clone(),
+            source: errno.into(),
+        })?;
         create_dir(&staging.join("upper"))?;
         create_dir(&staging.join("work"))?;
         let options = format!(
@@ -86,12 +92,18 @@ impl DiskBudget {
             staging.join("upper").display(),
             staging.join("work").display()
         );
-        mount("umbra-budget", &directory, "overlay", MountFlags::empty(), Some(c_string(&options)?.as_c_str()))
-            .map_err(|errno| ResourceError::Mount {
-                kind: "overlay",
-                path: directory.clone(),
-                source: errno.into(),
-            })?;
+        mount(
+            "umbra-budget",
+            &directory,
+            "overlay",
+            MountFlags::empty(),
+            Some(c_string(&options)?.as_c_str()),
+        )
+        .map_err(|errno| ResourceError::Mount {
+            kind: "overlay",
+            path: directory.clone(),
+            source: errno.into(),
+        })?;
         info!(directory = %directory.display(), budget_bytes, "disk budget applied");
         Ok(budget)
     }
@@ -121,7 +133,10 @@ impl DiskBudget {
 impl Drop for DiskBudget {
     fn drop(&mut self) {
         if let Err(error) = self.restore_now() {
-            warn!(error = &error as &dyn std::error::Error, "failed to remove disk budget");
+            warn!(
+                error = &error as &dyn std::error::Error,
+                "failed to remove disk budget"
+            );
         }
     }
 }
@@ -161,7 +176,9 @@ fn is_mount_point(path: &Path) -> bool {
 }
 
 fn staging_dir(directory: &Path) -> Result<PathBuf, ResourceError> {
-    let name = directory.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = directory
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
     match (directory.parent(), name) {
         (Some(parent), Some(name)) => Ok(parent.join(format!(".{name}.umbra-budget"))),
         _ => Err(ResourceError::InvalidSetting {

@@ -47,7 +47,10 @@ impl OpenFilesLimit {
 impl Drop for OpenFilesLimit {
     fn drop(&mut self) {
         if let Err(error) = self.restore_now() {
-            warn!(error = &error as &dyn std::error::Error, "failed to restore open-files limit");
+            warn!(
+                error = &error as &dyn std::error::Error,
+                "failed to restore open-files limit"
+            );
         }
     }
 }
@@ -91,6 +94,11 @@ pub fn limit_open_files(
         guard.keys.push(ledger.record_rlimit(&record)?);
         process::set_limit(member, Limit::OpenFiles, Some(soft), hard)?;
     }
-    info!(pid, max_files, processes = guard.keys.len(), "open-files limit applied");
+    info!(
+        pid,
+        max_files,
+        processes = guard.keys.len(),
+        "open-files limit applied"
+    );
     Ok(guard)
 }

@@ -88,7 +88,12 @@ impl FaultLedger {
     pub(crate) fn record_rlimit(&self, record: &RlimitRecord) -> Result<String, LedgerError> {
         let key = format!("{RLIMIT_PREFIX}{}/{}", record.pid, record.resource);
         // Keep the first record: it contains the limit from before any fault.
-        if self.kv.get::<RlimitRecord>(&key).map_err(LedgerError::from)?.is_none() {
+        if self
+            .kv
+            .get::<RlimitRecord>(&key)
+            .map_err(LedgerError::from)?
+            .is_none()
+        {
             self.put(&key, record)?;
         }
         Ok(key)

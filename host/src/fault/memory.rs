@@ -92,7 +92,10 @@ impl MemoryLimit {
 impl Drop for MemoryLimit {
     fn drop(&mut self) {
         if let Err(error) = self.restore_now() {
-            warn!(error = &error as &dyn std::error::Error, "failed to remove memory limit");
+            warn!(
+                error = &error as &dyn std::error::Error,
+                "failed to remove memory limit"
+            );
         }
     }
 }
@@ -118,7 +121,11 @@ pub fn limit_memory(
     match limit_with_cgroup(ledger, pid, &pids, limit_bytes) {
         Ok(limit) => return Ok(limit),
         Err(error) => {
-            warn!(pid, error = &error as &dyn std::error::Error, "memory cgroup unavailable, using RLIMIT_AS");
+            warn!(
+                pid,
+                error = &error as &dyn std::error::Error,
+                "memory cgroup unavailable, using RLIMIT_AS"
+            );
         }
     }
 
@@ -126,12 +133,19 @@ pub fn limit_memory(
     for &member in &pids {
         let record = process::snapshot_limit(member, Limit::AddressSpace)?;
         // Only the soft limit changes: raising a hard limit back needs CAP_SYS_RESOURCE.
-        let soft = record.hard.map_or(limit_bytes, |hard| hard.min(limit_bytes));
+        let soft = record
+            .hard
+            .map_or(limit_bytes, |hard| hard.min(limit_bytes));
         let hard = record.hard;
         keys.push(ledger.record_rlimit(&record)?);
         process::set_limit(member, Limit::AddressSpace, Some(soft), hard)?;
     }
-    info!(pid, limit_bytes, processes = pids.len(), "memory limit applied with RLIMIT_AS");
+    info!(
+        pid,
+        limit_bytes,
+        processes = pids.len(),
+        "memory limit applied with RLIMIT_AS"
+    );
     Ok(MemoryLimit {
         limit_bytes,
         mechanism: MemoryMechanism::AddressSpaceRlimit,
@@ -167,7 +181,10 @@ fn limit_with_cgroup(
             path: path.clone(),
             source,
         })?;
-        write_file(&path.join("memory.limit_in_bytes"), &limit_bytes.to_string())?;
+        write_file(
+            &path.join("memory.limit_in_bytes"),
+            &limit_bytes.to_string(),
+        )?;
         // Without a swap limit the kernel would swap instead of reaching the OOM killer.
         // The file is missing when swap accounting is off, which needs nothing.
         let swap = path.join("memory.memsw.limit_in_bytes");
@@ -209,7 +226,12 @@ fn memory_cgroup_of(who: &str) -> Result<PathBuf, ResourceError> {
     })?;
     let relative = text
         .lines()
-        .filter_map(|line| line.splitn(3, ':').nth(1).zip(line.splitn(3, ':').nth(2)))
+        .filter_map(|line| {
+            // `hierarchy-id:controllers:path`; the path may itself contain colons.
+            let mut fields = line.splitn(3, ':');
+            let _hierarchy = fields.next();
+            fields.next().zip(fields.next())
+        })
         .find(|(controllers, _)| controllers.split(',').any(|c| c == "memory"))
         .map(|(_, relative)| relative.trim_start_matches('/').to_owned())
         .ok_or_else(|| ResourceError::File {

@@ -183,7 +183,8 @@ async fn handle(
         return Ok(status_response(StatusCode::BAD_REQUEST));
     };
 
-    let copyable = shared.config.mirrors(&parts.method) && body_fits(&parts.headers, &shared.config);
+    let copyable =
+        shared.config.mirrors(&parts.method) && body_fits(&parts.headers, &shared.config);
     let live_request = if copyable {
         let Ok(collected) = body.collect().await else {
             return Ok(status_response(StatusCode::BAD_REQUEST));
@@ -208,7 +209,10 @@ async fn handle(
         }
         Err(error) => {
             MirrorCounters::add(&shared.counters.live_errors);
-            debug!(error = &error as &dyn std::error::Error, "live request failed");
+            debug!(
+                error = &error as &dyn std::error::Error,
+                "live request failed"
+            );
             Ok(status_response(StatusCode::BAD_GATEWAY))
         }
     }

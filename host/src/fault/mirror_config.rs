@@ -71,7 +71,12 @@ impl MirrorConfig {
     pub fn mirrors(&self, method: &Method) -> bool {
         let idempotent = matches!(
             *method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
         );
         idempotent || self.mirror_non_idempotent
     }

@@ -60,14 +60,18 @@ pub(crate) fn tree(pid: u32) -> Result<Vec<u32>, ResourceError> {
         source,
     })?;
     for entry in entries.flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         // A process may exit while the list is read.
-        if let Ok(fields) = stat_fields(child) {
-            if let Some(parent) = fields.get(1).and_then(|f| f.parse::<u32>().ok()) {
-                children.entry(parent).or_default().push(child);
-            }
+        if let Ok(fields) = stat_fields(child)
+            && let Some(parent) = fields.get(1).and_then(|f| f.parse::<u32>().ok())
+        {
+            children.entry(parent).or_default().push(child);
         }
     }
 
@@ -104,7 +108,10 @@ fn stat_fields(pid: u32) -> Result<Vec<String>, ResourceError> {
 }
 
 /// Reads the soft and hard `limit` of `pid` from `/proc/<pid>/limits`; `None` is unlimited.
-pub(crate) fn read_limit(pid: u32, limit: Limit) -> Result<(Option<u64>, Option<u64>), ResourceError> {
+pub(crate) fn read_limit(
+    pid: u32,
+    limit: Limit,
+) -> Result<(Option<u64>, Option<u64>), ResourceError> {
     let path = PathBuf::from(format!("/proc/{pid}/limits"));
     let text = std::fs::read_to_string(&path).map_err(|_| ResourceError::NoSuchProcess { pid })?;
     let row = text

@@ -224,7 +224,10 @@ async fn accept_loop(
             Ok((client, _)) => client,
             Err(error) => {
                 // Out of file descriptors or similar: back off instead of spinning.
-                warn!(error = &error as &dyn std::error::Error, "fault proxy accept failed");
+                warn!(
+                    error = &error as &dyn std::error::Error,
+                    "fault proxy accept failed"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }

@@ -324,7 +324,8 @@ mod tests {
 
     #[test]
     fn unknown_field_is_rejected() {
-        let json = r#"{"rules":[{"direction":"upstream","kind":"stall","duration_ms":5,"latency":1}]}"#;
+        let json =
+            r#"{"rules":[{"direction":"upstream","kind":"stall","duration_ms":5,"latency":1}]}"#;
         let error = serde_json::from_str::<FaultSet>(json).expect_err("unknown field");
         assert!(error.to_string().contains("latency"), "{error}");
     }

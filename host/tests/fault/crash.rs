@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use umbra_host::fault::{
-    DiskBudget, Direction, Fault, FaultLedger, FaultProxy, FaultRule, FaultSet, cleanup_leftovers,
+    Direction, DiskBudget, Fault, FaultLedger, FaultProxy, FaultRule, FaultSet, cleanup_leftovers,
     limit_memory, limit_open_files,
 };
 use umbra_host::store::{Store, StoreConfig};
@@ -121,13 +121,20 @@ fn sigkill_leaves_shadow_clean() -> TestResult {
     let listen: SocketAddr = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
-        .find_map(|line| line.split_once("READY ").map(|(_, addr)| addr.trim().to_owned()))
+        .find_map(|line| {
+            line.split_once("READY ")
+                .map(|(_, addr)| addr.trim().to_owned())
+        })
         .ok_or("child ended before it was ready")?
         .parse()?;
 
     let congested = get(listen, "/small.txt", Duration::from_secs(5));
     assert!(congested.status_ok());
-    assert!(congested.elapsed >= Duration::from_millis(300), "{:?}", congested.elapsed);
+    assert!(
+        congested.elapsed >= Duration::from_millis(300),
+        "{:?}",
+        congested.elapsed
+    );
     assert_eq!(soft_open_files(shadow_pid)?, "20");
     assert!(is_mounted(&data));
 
@@ -141,10 +148,13 @@ fn sigkill_leaves_shadow_clean() -> TestResult {
     assert_eq!(report.proxies[0].listen_addr, listen);
     assert_eq!(report.limits_restored.len(), 1);
     assert_eq!(report.cgroups_removed.len(), 1);
-    assert_eq!(report.mounts_removed, [data.clone()]);
+    assert_eq!(report.mounts_removed, std::slice::from_ref(&data));
 
     assert_eq!(soft_open_files(shadow_pid)?, files_before);
-    assert_eq!(std::fs::read_to_string(format!("/proc/{shadow_pid}/cgroup"))?, cgroup_before);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{shadow_pid}/cgroup"))?,
+        cgroup_before
+    );
     assert!(!is_mounted(&data));
 
     // The restarted engine puts a clean proxy back on the same port.
@@ -153,7 +163,11 @@ fn sigkill_leaves_shadow_clean() -> TestResult {
     let proxy = rt.block_on(FaultProxy::start_on(record.listen_addr, record.upstream))?;
     let clean = get(proxy.listen_addr(), "/small.txt", Duration::from_secs(5));
     assert!(clean.status_ok());
-    assert!(clean.elapsed < Duration::from_millis(100), "{:?}", clean.elapsed);
+    assert!(
+        clean.elapsed < Duration::from_millis(100),
+        "{:?}",
+        clean.elapsed
+    );
 
     let again = cleanup_leftovers(&store.kv("faults")?)?;
     assert!(again.proxies.is_empty());

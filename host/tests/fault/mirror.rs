@@ -45,7 +45,11 @@ fn shadow_sees_live_request_sequence() -> TestResult {
 
     let mut client = KeepAlive::connect(proxy.listen_addr());
     for i in 0..40 {
-        let path = if i % 3 == 0 { format!("/small.txt?i={i}") } else { format!("/missing/{i}") };
+        let path = if i % 3 == 0 {
+            format!("/small.txt?i={i}")
+        } else {
+            format!("/missing/{i}")
+        };
         let (_, response) = client.send("GET", &path, "");
         if i % 3 == 0 {
             assert!(response.starts_with(b"HTTP/1.1 200 OK"));
@@ -69,7 +73,11 @@ fn post_is_copied_only_when_enabled() -> TestResult {
     let live = Nginx::start();
     let shadow = Nginx::start();
     let rt = runtime();
-    let proxy = rt.block_on(MirrorProxy::start(live.addr, shadow.addr, MirrorConfig::default()))?;
+    let proxy = rt.block_on(MirrorProxy::start(
+        live.addr,
+        shadow.addr,
+        MirrorConfig::default(),
+    ))?;
     let mut client = KeepAlive::connect(proxy.listen_addr());
     let (_, response) = client.send("POST", "/post", "order=1");
     assert!(response.starts_with(b"HTTP/1.1 200"));
@@ -97,7 +105,11 @@ fn stopped_shadow_leaves_live_responses_intact() -> TestResult {
     let shadow_addr = shadow.addr;
     shadow.stop();
     let rt = runtime();
-    let proxy = rt.block_on(MirrorProxy::start(live.addr, shadow_addr, MirrorConfig::default()))?;
+    let proxy = rt.block_on(MirrorProxy::start(
+        live.addr,
+        shadow_addr,
+        MirrorConfig::default(),
+    ))?;
 
     let mut client = KeepAlive::connect(proxy.listen_addr());
     for _ in 0..50 {
@@ -105,7 +117,9 @@ fn stopped_shadow_leaves_live_responses_intact() -> TestResult {
         assert!(response.starts_with(b"HTTP/1.1 200 OK"));
         assert_eq!(body(&response), b"hello from nginx\n");
     }
-    let stats = wait_for(&proxy, |s| s.shadow_errors_total + s.copies_dropped_total == 50);
+    let stats = wait_for(&proxy, |s| {
+        s.shadow_errors_total + s.copies_dropped_total == 50
+    });
     assert_eq!(stats.live_errors_total, 0);
     assert_eq!(stats.shadow_errors_total + stats.copies_dropped_total, 50);
     assert!(stats.shadow_errors_total > 0);
@@ -151,7 +165,10 @@ fn slow_shadow_drops_copies_not_live_latency() -> TestResult {
         mirrored_p50 < direct_p50 + Duration::from_millis(10),
         "mirrored p50 {mirrored_p50:?}, direct p50 {direct_p50:?}"
     );
-    assert!(slowest < Duration::from_millis(500), "slowest mirrored request {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "slowest mirrored request {slowest:?}"
+    );
     let stats = proxy.stats();
     assert!(stats.copies_dropped_total >= 90, "{stats:?}");
     assert_eq!(stats.copies_queued_total + stats.copies_dropped_total, 100);

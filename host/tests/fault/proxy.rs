@@ -115,7 +115,11 @@ fn bandwidth_caps_throughput_until_cleared() -> TestResult {
     proxy.clear();
     let exchange = get(proxy.listen_addr(), "/big.bin", MS(10_000));
     assert_eq!(exchange.body().len(), BIG_BYTES);
-    assert!(exchange.elapsed < MS(500), "unlimited transfer took {:?}", exchange.elapsed);
+    assert!(
+        exchange.elapsed < MS(500),
+        "unlimited transfer took {:?}",
+        exchange.elapsed
+    );
     Ok(())
 }
 
@@ -163,7 +167,10 @@ fn toxicity_resets_a_share_of_connections() -> TestResult {
         .filter(|_| !get(proxy.listen_addr(), "/small.txt", MS(2000)).status_ok())
         .count();
     // Binomial(60, 0.5): mean 30, standard deviation 3.9; 14..=46 is ±4 deviations.
-    assert!((14..=46).contains(&failed), "{failed} of {connections} reset");
+    assert!(
+        (14..=46).contains(&failed),
+        "{failed} of {connections} reset"
+    );
     assert_eq!(proxy.stats().resets_total, failed as u64);
     Ok(())
 }
@@ -175,14 +182,21 @@ fn slow_close_delays_the_close() -> TestResult {
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
     let baseline = get(proxy.listen_addr(), "/small.txt", MS(2000)).elapsed;
 
-    proxy.set_faults(one(Direction::Downstream, Fault::SlowClose { delay_ms: 300 }))?;
+    proxy.set_faults(one(
+        Direction::Downstream,
+        Fault::SlowClose { delay_ms: 300 },
+    ))?;
     let exchange = get(proxy.listen_addr(), "/small.txt", MS(2000));
     assert!(exchange.status_ok());
     assert_between("close delay", exchange.elapsed, MS(300), baseline + MS(400));
 
     proxy.clear();
     let exchange = get(proxy.listen_addr(), "/small.txt", MS(2000));
-    assert!(exchange.elapsed < MS(100), "close after clear took {:?}", exchange.elapsed);
+    assert!(
+        exchange.elapsed < MS(100),
+        "close after clear took {:?}",
+        exchange.elapsed
+    );
     Ok(())
 }
 
@@ -221,13 +235,21 @@ fn timeout_holds_request_until_cleared() -> TestResult {
     let client = std::thread::spawn(move || get(addr, "/small.txt", MS(5000)));
     std::thread::sleep(MS(700));
     assert!(!client.is_finished(), "request answered during the timeout");
-    assert!(nginx.requests().is_empty(), "nginx saw {:?}", nginx.requests());
+    assert!(
+        nginx.requests().is_empty(),
+        "nginx saw {:?}",
+        nginx.requests()
+    );
 
     let cleared = Instant::now();
     proxy.clear();
     let exchange = client.join().map_err(|_| "client thread panicked")?;
     assert!(exchange.status_ok());
-    assert!(cleared.elapsed() < MS(300), "answer came {:?} after clear", cleared.elapsed());
+    assert!(
+        cleared.elapsed() < MS(300),
+        "answer came {:?} after clear",
+        cleared.elapsed()
+    );
     Ok(())
 }
 
@@ -273,7 +295,11 @@ fn slice_splits_into_delayed_segments() -> TestResult {
 
     proxy.clear();
     let exchange = get(proxy.listen_addr(), "/medium.bin", MS(5000));
-    assert!(exchange.elapsed < MS(50), "transfer after clear took {:?}", exchange.elapsed);
+    assert!(
+        exchange.elapsed < MS(50),
+        "transfer after clear took {:?}",
+        exchange.elapsed
+    );
     Ok(())
 }
 
@@ -320,7 +346,10 @@ fn invalid_faults_are_rejected_and_change_nothing() -> TestResult {
     );
     let error = proxy.set_faults(invalid).expect_err("zero bandwidth");
     let message = format!("{}", std::error::Error::source(&error).ok_or("no source")?);
-    assert!(message.contains("rules[0].rate_bytes_per_second"), "{message}");
+    assert!(
+        message.contains("rules[0].rate_bytes_per_second"),
+        "{message}"
+    );
     assert_eq!(proxy.faults(), valid);
     Ok(())
 }
@@ -345,6 +374,10 @@ fn faults_expire_after_their_window() -> TestResult {
     std::thread::sleep(MS(600));
     assert!(proxy.faults().rules.is_empty());
     let exchange = get(proxy.listen_addr(), "/small.txt", MS(2000));
-    assert!(exchange.elapsed < MS(100), "request took {:?}", exchange.elapsed);
+    assert!(
+        exchange.elapsed < MS(100),
+        "request took {:?}",
+        exchange.elapsed
+    );
     Ok(())
 }

@@ -95,7 +95,10 @@ fn open_files_limit_stops_child_then_lifts() -> TestResult {
     let limit = limit_open_files(&ledger, child.pid(), 20)?;
     let opened: u32 = child.step().parse()?;
     // bash holds stdin, stdout, stderr and a few descriptors of its own below 20.
-    assert!(opened < 20, "opened {opened} descriptors under a limit of 20");
+    assert!(
+        opened < 20,
+        "opened {opened} descriptors under a limit of 20"
+    );
 
     limit.restore()?;
     assert_eq!(child.step(), "64");
@@ -143,7 +146,10 @@ fn memory_limit_ends_in_oom_kill() -> TestResult {
         return Err(format!("expected a cgroup, got {:?}", limit.mechanism()).into());
     };
     let own = std::fs::read_to_string(format!("/proc/{}/cgroup", child.pid()))?;
-    let relative = path.strip_prefix("/sys/fs/cgroup/memory")?.display().to_string();
+    let relative = path
+        .strip_prefix("/sys/fs/cgroup/memory")?
+        .display()
+        .to_string();
     assert!(own.contains(&relative), "child cgroups: {own}");
 
     let mut last = child.step();
@@ -155,7 +161,11 @@ fn memory_limit_ends_in_oom_kill() -> TestResult {
         last = line.trim().to_owned();
     }
     let status = child.child.wait()?;
-    assert_eq!(status.signal(), Some(9), "child ended with {status:?} after `{last}`");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "child ended with {status:?} after `{last}`"
+    );
     assert_ne!(last, "done");
 
     limit.restore()?;
@@ -218,7 +228,10 @@ fn cpu_contention_burns_pinned_cpus_until_deadline() -> TestResult {
     let idle_start = own_cpu_ticks();
     std::thread::sleep(Duration::from_millis(300));
     let idle_burned = own_cpu_ticks() - idle_start;
-    assert!(idle_burned < 10 * cpus, "{idle_burned} ticks after the deadline");
+    assert!(
+        idle_burned < 10 * cpus,
+        "{idle_burned} ticks after the deadline"
+    );
 
     contention.stop();
     let _ = sleeper.kill();
@@ -235,7 +248,10 @@ fn disk_budget_fails_writes_past_it() -> TestResult {
     std::fs::write(data.join("existing.txt"), b"before the budget")?;
 
     let budget = DiskBudget::apply(&ledger, &data, 1024 * 1024)?;
-    assert_eq!(std::fs::read(data.join("existing.txt"))?, b"before the budget");
+    assert_eq!(
+        std::fs::read(data.join("existing.txt"))?,
+        b"before the budget"
+    );
     let small = std::fs::write(data.join("small.bin"), vec![1u8; 256 * 1024]);
     assert!(small.is_ok(), "{small:?}");
     let large = std::fs::write(data.join("large.bin"), vec![2u8; 2 * 1024 * 1024]);

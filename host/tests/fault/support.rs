@@ -30,7 +30,7 @@ pub struct Nginx {
 impl Nginx {
     pub fn start() -> Nginx {
         let nginx = which("nginx").unwrap_or_else(|| {
-            panic!("`nginx` not found: install it with `apt-get install -y nginx-light` (or run .ci/install-fault-deps)")
+            panic!("`nginx` not found: install it with `apt-get update && apt-get install -y nginx` (or run .ci/install-fault-deps)")
         });
         let dir = tempfile::tempdir().expect("nginx directory");
         let www = dir.path().join("www");
@@ -172,7 +172,9 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Exchange {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
-    stream.set_read_timeout(Some(timeout)).expect("read timeout");
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).expect("send request");
     read_all(&mut stream, started)
@@ -234,7 +236,9 @@ impl KeepAlive {
             "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        self.stream.write_all(request.as_bytes()).expect("send request");
+        self.stream
+            .write_all(request.as_bytes())
+            .expect("send request");
         let mut received = Vec::new();
         let mut buffer = [0u8; 4096];
         while !response_complete(&received) {
