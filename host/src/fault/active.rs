@@ -1,9 +1,9 @@
 //! The faults in force on one direction of one connection.
 //!
-//! A [`FaultSet`] says what to do to every connection; [`ActiveFaults`] is that set rolled
-//! for one connection: rules whose `toxicity` draw failed are left out, and per-connection
-//! draws (reset threshold) are fixed. It is rebuilt whenever the proxy's set changes, so a
-//! removed fault stops acting on connections that are already open.
+//! A [`FaultSet`] describes what to do to every connection. [`ActiveFaults`] is that set
+//! rolled for one connection. Rules whose `toxicity` draw failed are left out, and
+//! per-connection draws (the reset threshold) are fixed. It is rebuilt whenever the proxy's
+//! set changes, so a removed fault stops acting on connections that are already open.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ pub(crate) struct ActiveFaults {
     pub stall_until: Option<Instant>,
     /// Bytes that may pass before the connection is reset, counted from `since`.
     pub reset_after_bytes: Option<u64>,
-    /// `Some(None)` holds bytes forever, `Some(Some(d))` closes the connection after `d`.
+    /// `Some(None)` keeps bytes back forever, `Some(Some(d))` closes the connection after `d`.
     pub timeout: Option<Option<Duration>>,
     /// Segment size, size variation and pause between segments.
     pub slice: Option<(usize, usize, Duration)>,
@@ -242,7 +242,8 @@ mod tests {
         };
         for _ in 0..1000 {
             let delay = active.draw_latency().expect("latency is active");
-            assert!(delay >= Duration::from_millis(40) && delay <= Duration::from_millis(60));
+            assert!(delay >= Duration::from_millis(40), "{delay:?}");
+            assert!(delay <= Duration::from_millis(60), "{delay:?}");
         }
     }
 }

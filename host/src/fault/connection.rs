@@ -25,7 +25,7 @@ use crate::fault::stats::Counters;
 const READ_BYTES: usize = 32 * 1024;
 /// Chunks buffered between reader and writer of one direction.
 const CHANNEL_CHUNKS: usize = 16;
-/// Longest burst that a bandwidth limit lets through at once, as a share of a second.
+/// Bursts per second of a bandwidth limit, so one burst is at most 1/50 of a second's bytes.
 const BANDWIDTH_SLICES_PER_SECOND: u64 = 50;
 
 struct Chunk {
@@ -134,7 +134,7 @@ async fn read_chunks(
     }
 }
 
-/// What the writer does after waiting for a condition.
+/// Outcome of a writer's wait, which decides its next step.
 enum Wait {
     Done,
     Changed,

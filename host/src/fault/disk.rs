@@ -6,9 +6,9 @@
 //! need a file system mounted with them (ext4 `prjquota`, XFS), `RLIMIT_FSIZE` limits one
 //! file's size and kills the writer with `SIGXFSZ`, and filling the shared disk would hurt
 //! every other process. An overlay (Linux overlayfs) keeps the directory's existing files
-//! readable through its lower layer and sends every new or changed byte to its upper layer;
-//! putting that layer on a tmpfs mounted with `size=` caps exactly the bytes written
-//! during the scenario.
+//! readable through its lower layer and sends every new or changed byte to its upper layer.
+//! With that layer on a tmpfs mounted with `size=`, the budget caps exactly the bytes
+//! written during the scenario.
 //!
 //! Writes made during the scenario land in the tmpfs and are discarded when the budget
 //! ends, so the data directory is back to its state from before the scenario. Processes
@@ -169,10 +169,10 @@ fn is_mount_point(path: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
-    let wanted = path.to_string_lossy();
+    let target = path.to_string_lossy();
     text.lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| mount_point == wanted)
+        .any(|mount_point| mount_point == target)
 }
 
 fn staging_dir(directory: &Path) -> Result<PathBuf, ResourceError> {

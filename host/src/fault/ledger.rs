@@ -58,7 +58,7 @@ pub struct MountRecord {
     pub staging: PathBuf,
 }
 
-/// Where fault state that outlives the process is recorded.
+/// Record of fault state that outlives the process, kept in a store tree.
 #[derive(Debug, Clone)]
 pub struct FaultLedger {
     kv: KvTree,
@@ -123,7 +123,7 @@ impl FaultLedger {
     }
 }
 
-/// What [`cleanup_leftovers`] found and undid.
+/// Outcome of [`cleanup_leftovers`]: what it found and undid.
 #[derive(Debug, Default)]
 pub struct CleanupReport {
     /// Proxies of the previous run. They died with it; the caller may start a clean

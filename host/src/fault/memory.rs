@@ -5,7 +5,7 @@
 //! what a memory-starved service meets in production. `RLIMIT_AS` counts virtual address
 //! space instead, so allocations fail (`ENOMEM`) long before resident memory reaches the
 //! limit for programs that reserve large virtual areas; [`MemoryLimit::mechanism`] reports
-//! which one was used so that the engine can say so.
+//! which one was used, so that the engine can report it with the result.
 
 use std::path::{Path, PathBuf};
 
@@ -16,10 +16,10 @@ use crate::fault::error::ResourceError;
 use crate::fault::ledger::{CgroupRecord, FaultLedger};
 use crate::fault::process::{self, Limit};
 
-/// Where cgroup v1 mounts the memory controller.
+/// Mount point of the cgroup v1 memory controller.
 const MEMORY_ROOT: &str = "/sys/fs/cgroup/memory";
 
-/// How a memory limit is enforced.
+/// Mechanism that enforces a memory limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MemoryMechanism {
@@ -43,12 +43,12 @@ pub struct MemoryLimit {
 }
 
 impl MemoryLimit {
-    /// The limit in bytes.
+    /// Returns the limit in bytes.
     pub fn limit_bytes(&self) -> u64 {
         self.limit_bytes
     }
 
-    /// How the limit is enforced.
+    /// Returns the mechanism that enforces the limit.
     pub fn mechanism(&self) -> &MemoryMechanism {
         &self.mechanism
     }
@@ -103,7 +103,7 @@ impl Drop for MemoryLimit {
 /// Limits the memory of `pid` and its descendants to `limit_bytes`.
 ///
 /// Tries a child of Umbra's own memory cgroup first, because the root of the hierarchy
-/// is often read-only in containers; falls back to `RLIMIT_AS` if that fails.
+/// is often read-only in containers. Falls back to `RLIMIT_AS` if that fails.
 pub fn limit_memory(
     ledger: &FaultLedger,
     pid: u32,
@@ -215,10 +215,10 @@ fn limit_with_cgroup(
     })
 }
 
-/// Returns the memory cgroup directory of `/proc/<who>`, such as
+/// Returns the memory cgroup directory of `/proc/<proc_entry>`, such as
 /// `/sys/fs/cgroup/memory/process_api/1234`.
-fn memory_cgroup_of(who: &str) -> Result<PathBuf, ResourceError> {
-    let path = PathBuf::from(format!("/proc/{who}/cgroup"));
+fn memory_cgroup_of(proc_entry: &str) -> Result<PathBuf, ResourceError> {
+    let path = PathBuf::from(format!("/proc/{proc_entry}/cgroup"));
     let text = std::fs::read_to_string(&path).map_err(|source| ResourceError::File {
         action: "read",
         path: path.clone(),

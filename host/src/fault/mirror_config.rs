@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fault::error::FaultSpecError;
 
-/// How the mirroring proxy copies live traffic to a shadow.
+/// Settings of the mirroring proxy: which requests it copies to the shadow, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MirrorConfig {
@@ -117,8 +117,8 @@ impl MirrorCounters {
 pub struct MirrorStats {
     /// Requests received from clients.
     pub requests_total: u64,
-    /// Requests that live did not answer (connect failure, broken connection); the client
-    /// got `502 Bad Gateway`.
+    /// Requests that failed at live (connect failure, broken connection). The client
+    /// received `502 Bad Gateway`.
     pub live_errors_total: u64,
     /// Copies put in the queue for the shadow.
     pub copies_queued_total: u64,
@@ -126,7 +126,7 @@ pub struct MirrorStats {
     pub copies_dropped_total: u64,
     /// Requests not copied because of their method or body size.
     pub copies_skipped_total: u64,
-    /// Copies the shadow answered, with any status.
+    /// Copies for which the shadow returned a complete response, with any status.
     pub shadow_responses_total: u64,
     /// Copies that failed or timed out at the shadow.
     pub shadow_errors_total: u64,

@@ -10,9 +10,10 @@
 //!   at any time and acts on open connections too.
 //! - [`limit_memory`], [`limit_open_files`], [`CpuContention`] and [`DiskBudget`] exhaust
 //!   a shadow's resources and return guards that reverse the limit when restored or
-//!   dropped.
+//!   dropped. [`ResourceFault`] describes one of them in a profile, and
+//!   [`run_resource_fault`] applies it for a bounded time.
 //! - [`MirrorProxy`] sits in front of a live HTTP/1.1 asset and copies its traffic to the
-//!   shadow, so the shadow sees the same baseline load as live without ever slowing it.
+//!   shadow, so the shadow receives the same baseline load as live without ever slowing it.
 //!
 //! Whatever could outlive Umbra (cgroups, changed limits, mounts) is recorded in a
 //! [`FaultLedger`] before it is applied. Proxies and busy threads live in the Umbra
@@ -52,6 +53,7 @@ mod mirror;
 mod mirror_config;
 mod process;
 mod proxy;
+mod resource;
 mod spec;
 mod stats;
 
@@ -67,5 +69,6 @@ pub use memory::{MemoryLimit, MemoryMechanism, limit_memory};
 pub use mirror::MirrorProxy;
 pub use mirror_config::{MirrorConfig, MirrorStats};
 pub use proxy::FaultProxy;
+pub use resource::{ResourceFault, ResourceGuard, ResourceOutcome, run_resource_fault};
 pub use spec::{Direction, Fault, FaultRule, FaultSet};
 pub use stats::ProxyStats;

@@ -1,4 +1,4 @@
-//! Serde description of network faults: what a profile or the API asks the proxy to do.
+//! Serde description of network faults, as a profile or the API requests them from the proxy.
 //!
 //! A [`FaultSet`] is a list of [`FaultRule`]s. Each rule applies one [`Fault`] to one
 //! [`Direction`] of every connection, or to a random share of connections set by its

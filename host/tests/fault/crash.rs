@@ -71,10 +71,10 @@ fn soft_open_files(pid: u32) -> Result<String, Box<dyn std::error::Error>> {
 
 fn is_mounted(path: &std::path::Path) -> bool {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let wanted = path.to_string_lossy();
+    let target = path.to_string_lossy();
     mountinfo
         .lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_ref()))
+        .any(|line| line.split(' ').nth(4) == Some(target.as_ref()))
 }
 
 /// Kills and reaps a child when dropped.

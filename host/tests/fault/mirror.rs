@@ -131,7 +131,7 @@ fn slow_shadow_drops_copies_not_live_latency() -> TestResult {
     let live = Nginx::start();
     let shadow = Nginx::start();
     let rt = runtime();
-    // The shadow answers after a second, through a fault proxy.
+    // The shadow responds after a second, through a fault proxy.
     let slow = rt.block_on(FaultProxy::start(shadow.addr))?;
     slow.set_faults(FaultSet::new([FaultRule::new(
         Direction::Downstream,

@@ -7,7 +7,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use umbra_host::fault::{
-    CpuContention, DiskBudget, FaultLedger, MemoryMechanism, limit_memory, limit_open_files,
+    CpuContention, DiskBudget, FaultLedger, MemoryMechanism, ResourceFault, limit_memory,
+    limit_open_files, run_resource_fault,
 };
 use umbra_host::store::{Store, StoreConfig};
 
@@ -67,7 +68,7 @@ fn ledger() -> (tempfile::TempDir, Store, FaultLedger) {
     (dir, store, ledger)
 }
 
-/// A bash child that opens 64 descriptors on each `go` and prints how many it managed.
+/// Starts a bash child that opens 64 descriptors on each `go` and prints how many it opened.
 fn descriptor_child() -> Driven {
     let script = r#"
         while read -r _; do
@@ -94,7 +95,7 @@ fn open_files_limit_stops_child_then_lifts() -> TestResult {
     let before = std::fs::read_to_string(format!("/proc/{}/limits", child.pid()))?;
     let limit = limit_open_files(&ledger, child.pid(), 20)?;
     let opened: u32 = child.step().parse()?;
-    // bash holds stdin, stdout, stderr and a few descriptors of its own below 20.
+    // bash keeps stdin, stdout, stderr and a few descriptors of its own open below 20.
     assert!(
         opened < 20,
         "opened {opened} descriptors under a limit of 20"
@@ -266,5 +267,54 @@ fn disk_budget_fails_writes_past_it() -> TestResult {
     assert_eq!(names, ["existing.txt"]);
     let large = std::fs::write(data.join("large.bin"), vec![2u8; 2 * 1024 * 1024]);
     assert!(large.is_ok(), "{large:?}");
+    Ok(())
+}
+
+fn soft_open_files(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|row| row.split_whitespace().nth(3))
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn bounded_fault_reverses_after_duration() -> TestResult {
+    let (_dir, _store, ledger) = ledger();
+    let mut sleeper = Command::new("sleep").arg("30").spawn()?;
+    let pid = sleeper.id();
+    let before = soft_open_files(pid);
+    let rt = crate::support::runtime();
+
+    let fault = ResourceFault::OpenFiles { max_files: 20 };
+    let started = Instant::now();
+    let (outcome, during) = rt.block_on(async {
+        let run = run_resource_fault(
+            &ledger,
+            &fault,
+            pid,
+            None,
+            Duration::from_millis(400),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let probe = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            soft_open_files(pid)
+        };
+        tokio::join!(run, probe)
+    });
+    let elapsed = started.elapsed();
+    let after = soft_open_files(pid);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    let outcome = outcome?;
+    assert_eq!(during, "20");
+    assert_eq!(after, before);
+    assert!(!outcome.cancelled);
+    assert_eq!(outcome.mechanism, "soft RLIMIT_NOFILE of 20");
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
     Ok(())
 }

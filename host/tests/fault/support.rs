@@ -286,9 +286,9 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Asserts `low <= value <= high` and names the quantity.
 #[track_caller]
-pub fn assert_between(what: &str, value: Duration, low: Duration, high: Duration) {
+pub fn assert_between(quantity: &str, value: Duration, low: Duration, high: Duration) {
     assert!(
         value >= low && value <= high,
-        "{what} = {value:?}, expected between {low:?} and {high:?}"
+        "{quantity} = {value:?}, expected between {low:?} and {high:?}"
     );
 }
