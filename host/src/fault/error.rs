@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use crate::store::StoreError;
 
-/// Problems found by [`crate::fault::FaultSet::validate`], each with its path.
+/// Problems found by [`crate::fault::FaultSet::validate`] or
+/// [`crate::fault::MirrorConfig::validate`], each with its path.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid fault set: {}", problems.join("; "))]
+#[error("{}", problems.join("; "))]
 pub struct FaultSpecError {
     /// One message per problem, such as ``rules[0].toxicity: invalid value `1.5`: …``.
     pub problems: Vec<String>,
@@ -17,8 +18,12 @@ pub struct FaultSpecError {
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The requested faults are invalid. Nothing was changed.
-    #[error("invalid faults")]
+    #[error("invalid fault set")]
     InvalidFaults(#[from] FaultSpecError),
+
+    /// The mirroring proxy's settings are invalid. It was not started.
+    #[error("invalid mirror configuration")]
+    InvalidMirrorConfig(#[source] FaultSpecError),
 
     /// The proxy could not listen on a loopback port.
     #[error("failed to listen on `127.0.0.1`")]

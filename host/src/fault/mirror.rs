@@ -37,7 +37,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 type HttpClient = Client<HttpConnector, Body>;
 
 /// A request copy waiting for the shadow.
-struct Copy {
+struct MirroredRequest {
     request: Request<Full<Bytes>>,
 }
 
@@ -46,7 +46,7 @@ struct Shared {
     live: SocketAddr,
     config: MirrorConfig,
     client: HttpClient,
-    copies: mpsc::Sender<Copy>,
+    copies: mpsc::Sender<MirroredRequest>,
     counters: Arc<MirrorCounters>,
 }
 
@@ -74,7 +74,7 @@ impl MirrorProxy {
         shadow: SocketAddr,
         config: MirrorConfig,
     ) -> Result<MirrorProxy, ProxyError> {
-        config.validate()?;
+        config.validate().map_err(ProxyError::InvalidMirrorConfig)?;
         let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await
             .map_err(ProxyError::Bind)?;
@@ -244,14 +244,14 @@ fn offer_copy(shared: &Shared, parts: &hyper::http::request::Parts, path: &str, 
     let Ok(request) = builder.body(Full::new(body)) else {
         return;
     };
-    match shared.copies.try_send(Copy { request }) {
+    match shared.copies.try_send(MirroredRequest { request }) {
         Ok(()) => MirrorCounters::add(&shared.counters.queued),
         Err(_) => MirrorCounters::add(&shared.counters.dropped),
     }
 }
 
 async fn dispatch_copies(
-    mut queue: mpsc::Receiver<Copy>,
+    mut queue: mpsc::Receiver<MirroredRequest>,
     shadow: SocketAddr,
     client: HttpClient,
     config: MirrorConfig,
@@ -293,7 +293,7 @@ async fn dispatch_copies(
 
 /// Sends one copy and reads the shadow's response to its end. Returns whether a
 /// complete response arrived.
-async fn send_copy(client: &HttpClient, shadow: SocketAddr, copy: Copy) -> bool {
+async fn send_copy(client: &HttpClient, shadow: SocketAddr, copy: MirroredRequest) -> bool {
     let (mut parts, body) = copy.request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = Uri::try_from(format!("http://{shadow}{path}")) else {

@@ -129,7 +129,8 @@ impl FaultProxy {
     }
 
     /// Applies `set` for `duration`, then clears it unless the set was changed meanwhile.
-    /// The timer ends with the proxy.
+    /// The timer is a task on the current Tokio runtime, so call this from within one. It
+    /// ends with the proxy.
     pub fn set_faults_for(&self, set: FaultSet, duration: Duration) -> Result<(), ProxyError> {
         self.set_faults(set)?;
         let generation = self.faults.borrow().generation;

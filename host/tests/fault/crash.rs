@@ -89,6 +89,7 @@ impl Drop for Reaped {
 
 #[test]
 fn sigkill_leaves_shadow_clean() -> TestResult {
+    let _timing = crate::support::timing();
     let nginx = Nginx::start();
     let store_dir = tempfile::tempdir()?;
     let root = tempfile::tempdir()?;

@@ -6,7 +6,7 @@ use umbra_host::fault::{
     Direction, Fault, FaultProxy, FaultRule, FaultSet, MirrorConfig, MirrorProxy, MirrorStats,
 };
 
-use crate::support::{KeepAlive, Nginx, TestResult, median, runtime};
+use crate::support::{KeepAlive, Nginx, TestResult, median, runtime, timing};
 
 /// Waits up to 5 s for `done` to hold on the proxy's counters and returns them.
 fn wait_for(proxy: &MirrorProxy, done: impl Fn(&MirrorStats) -> bool) -> MirrorStats {
@@ -30,6 +30,7 @@ fn body(response: &[u8]) -> &[u8] {
 
 #[test]
 fn shadow_sees_live_request_sequence() -> TestResult {
+    let _timing = timing();
     let live = Nginx::start();
     let shadow = Nginx::start();
     let rt = runtime();
@@ -70,6 +71,7 @@ fn shadow_sees_live_request_sequence() -> TestResult {
 
 #[test]
 fn post_is_copied_only_when_enabled() -> TestResult {
+    let _timing = timing();
     let live = Nginx::start();
     let shadow = Nginx::start();
     let rt = runtime();
@@ -100,6 +102,7 @@ fn post_is_copied_only_when_enabled() -> TestResult {
 
 #[test]
 fn stopped_shadow_leaves_live_responses_intact() -> TestResult {
+    let _timing = timing();
     let live = Nginx::start();
     let mut shadow = Nginx::start();
     let shadow_addr = shadow.addr;
@@ -128,6 +131,7 @@ fn stopped_shadow_leaves_live_responses_intact() -> TestResult {
 
 #[test]
 fn slow_shadow_drops_copies_not_live_latency() -> TestResult {
+    let _timing = timing();
     let live = Nginx::start();
     let shadow = Nginx::start();
     let rt = runtime();

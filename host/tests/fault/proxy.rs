@@ -10,7 +10,7 @@ use umbra_host::fault::{Direction, Fault, FaultProxy, FaultRule, FaultSet};
 
 use crate::support::{
     BIG_BYTES, KeepAlive, MEDIUM_BYTES, Nginx, TestResult, assert_between, get, median_request,
-    pattern, runtime,
+    pattern, runtime, timing,
 };
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -21,6 +21,7 @@ fn one(direction: Direction, fault: Fault) -> FaultSet {
 
 #[test]
 fn plain_forwarding_is_unchanged() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -38,6 +39,7 @@ fn plain_forwarding_is_unchanged() -> TestResult {
 
 #[test]
 fn latency_delays_open_connection_until_cleared() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -67,6 +69,7 @@ fn latency_delays_open_connection_until_cleared() -> TestResult {
 
 #[test]
 fn jitter_spreads_latency_both_ways() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -91,6 +94,7 @@ fn jitter_spreads_latency_both_ways() -> TestResult {
 
 #[test]
 fn bandwidth_caps_throughput_until_cleared() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -105,11 +109,16 @@ fn bandwidth_caps_throughput_until_cleared() -> TestResult {
     let exchange = get(proxy.listen_addr(), "/big.bin", MS(10_000));
     assert_eq!(exchange.body(), pattern(BIG_BYTES).as_slice());
     let measured = exchange.received.len() as f64 / exchange.elapsed.as_secs_f64();
-    // 1 MiB at 512 KiB/s takes 2 s. Tolerance ±15 %: the first burst goes out at once,
-    // and a busy machine can only make the transfer slower.
+    // 1 MiB at 512 KiB/s takes 2 s. The cap must hold: at most 15 % over it, for the
+    // first burst that goes out at once. A busy machine can only slow the transfer, so
+    // the lower bound is looser (35 % under).
     assert!(
-        measured > rate as f64 * 0.85 && measured < rate as f64 * 1.15,
-        "throughput {measured:.0} B/s, limit {rate} B/s"
+        measured < rate as f64 * 1.15,
+        "throughput {measured:.0} B/s over the limit {rate} B/s"
+    );
+    assert!(
+        measured > rate as f64 * 0.65,
+        "throughput {measured:.0} B/s far under the limit {rate} B/s"
     );
 
     proxy.clear();
@@ -125,6 +134,7 @@ fn bandwidth_caps_throughput_until_cleared() -> TestResult {
 
 #[test]
 fn reset_after_bytes_cuts_exactly_there() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -150,6 +160,7 @@ fn reset_after_bytes_cuts_exactly_there() -> TestResult {
 
 #[test]
 fn toxicity_resets_a_share_of_connections() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -177,6 +188,7 @@ fn toxicity_resets_a_share_of_connections() -> TestResult {
 
 #[test]
 fn slow_close_delays_the_close() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -202,6 +214,7 @@ fn slow_close_delays_the_close() -> TestResult {
 
 #[test]
 fn stall_holds_bytes_for_its_duration() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -221,6 +234,7 @@ fn stall_holds_bytes_for_its_duration() -> TestResult {
 
 #[test]
 fn timeout_holds_request_until_cleared() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -255,6 +269,7 @@ fn timeout_holds_request_until_cleared() -> TestResult {
 
 #[test]
 fn timeout_with_close_closes_without_answer() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -274,6 +289,7 @@ fn timeout_with_close_closes_without_answer() -> TestResult {
 
 #[test]
 fn slice_splits_into_delayed_segments() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -305,6 +321,7 @@ fn slice_splits_into_delayed_segments() -> TestResult {
 
 #[test]
 fn combined_faults_add_up() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -332,6 +349,7 @@ fn combined_faults_add_up() -> TestResult {
 
 #[test]
 fn invalid_faults_are_rejected_and_change_nothing() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let proxy = rt.block_on(FaultProxy::start(nginx.addr))?;
@@ -356,6 +374,7 @@ fn invalid_faults_are_rejected_and_change_nothing() -> TestResult {
 
 #[test]
 fn faults_expire_after_their_window() -> TestResult {
+    let _timing = timing();
     let nginx = Nginx::start();
     let rt = runtime();
     let _entered = rt.enter();

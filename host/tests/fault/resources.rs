@@ -207,6 +207,7 @@ fn own_cpu_ticks() -> u64 {
 
 #[test]
 fn cpu_contention_burns_pinned_cpus_until_deadline() -> TestResult {
+    let _hogging = crate::support::hogging();
     let mut sleeper = Command::new("sleep").arg("30").spawn()?;
     let contention = CpuContention::start(sleeper.id(), 1, Duration::from_millis(600))?;
     let cpus = contention.cpus().len() as u64;
@@ -217,10 +218,11 @@ fn cpu_contention_burns_pinned_cpus_until_deadline() -> TestResult {
     std::thread::sleep(Duration::from_millis(500));
     let burned = own_cpu_ticks() - start_ticks;
     let wall_ticks = started.elapsed().as_millis() as u64 / 10;
-    // Each busy thread should get most of a CPU; a quarter is allowed, because other
-    // tests and builds share the machine.
+    // An idle machine gives each busy thread most of a CPU. A fifth is enough here,
+    // because other processes share the machine, and it is still far from the idle
+    // figure checked below.
     assert!(
-        burned * 4 >= wall_ticks * cpus,
+        burned * 5 >= wall_ticks * cpus,
         "{burned} ticks of CPU in {wall_ticks} ticks on {cpus} CPUs"
     );
 

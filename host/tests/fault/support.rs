@@ -10,9 +10,28 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Timing tests hold a read lock and the CPU contention test holds the write lock, so
+/// busy threads never run while a latency or rate is measured.
+static CPU_HOG: RwLock<()> = RwLock::new(());
+
+/// Returns a guard to hold while measuring time.
+pub fn timing() -> RwLockReadGuard<'static, ()> {
+    CPU_HOG
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Returns a guard to hold while burning CPU.
+pub fn hogging() -> RwLockWriteGuard<'static, ()> {
+    CPU_HOG
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Size of `/big.bin`.
 pub const BIG_BYTES: usize = 1024 * 1024;
