@@ -108,8 +108,8 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[index]
 }
 
-/// Reads everything the bulk server sends through `addr`; returns bytes per second,
-/// the best of three transfers.
+/// Reads everything the bulk server sends through `addr` three times and returns the
+/// best rate in bytes per second.
 fn measure_throughput(addr: SocketAddr, bytes: usize) -> f64 {
     let mut best = 0.0f64;
     let mut buffer = vec![0u8; 256 * 1024];
@@ -131,7 +131,6 @@ fn measure_throughput(addr: SocketAddr, bytes: usize) -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful either.
     let requests = env_number("UMBRA_BENCH_REQUESTS", 20_000);
     let bulk_bytes = env_number("UMBRA_BENCH_BULK_MIB", 1024) * 1024 * 1024;
 

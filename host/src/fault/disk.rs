@@ -56,6 +56,15 @@ impl DiskBudget {
             path: directory.to_owned(),
             source,
         })?;
+        // overlayfs splits its options at commas and its layer lists at colons.
+        let text = directory.to_string_lossy();
+        if text.contains([',', ':']) {
+            return Err(ResourceError::InvalidSetting {
+                setting: "directory",
+                value: text.into_owned(),
+                expected: "expected a path without `,` or `:`, which overlayfs options cannot contain",
+            });
+        }
         let staging = staging_dir(&directory)?;
         let record = MountRecord {
             target: directory.clone(),
@@ -172,7 +181,29 @@ fn is_mount_point(path: &Path) -> bool {
     let target = path.to_string_lossy();
     text.lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| mount_point == target)
+        .any(|mount_point| unescape_mountinfo(mount_point) == target)
+}
+
+/// Decodes the octal escapes (`\040` for a space) that mountinfo uses in paths.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(index) = rest.find('\\') {
+        out.push_str(&rest[..index]);
+        let code = rest.get(index + 1..index + 4);
+        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[index + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[index + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn staging_dir(directory: &Path) -> Result<PathBuf, ResourceError> {
@@ -203,4 +234,15 @@ fn c_string(text: &str) -> Result<std::ffi::CString, ResourceError> {
         value: text.to_owned(),
         expected: "expected a path without NUL bytes",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/tmp/a\\040b"), "/tmp/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
 }

@@ -115,10 +115,11 @@ impl ResourceFault {
     }
 }
 
-/// How a bounded resource fault ended.
+/// Outcome of a bounded resource fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceOutcome {
-    /// How the fault was enforced, from [`ResourceGuard::describe`].
+    /// Description of the mechanism that enforced the fault, from
+    /// [`ResourceGuard::describe`].
     pub mechanism: String,
     /// Whether `cancel` ended the fault before its duration.
     pub cancelled: bool,
