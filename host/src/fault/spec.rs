@@ -65,8 +65,9 @@ pub enum Fault {
         /// Delay of the close in milliseconds.
         delay_ms: u64,
     },
-    /// Stops forwarding for `duration_ms` from the moment the rule is applied, then
-    /// forwards the held bytes. Connections opened during the stall are stalled too.
+    /// Stops forwarding for `duration_ms` from the moment the set that contains it is
+    /// applied, then forwards the held bytes. Each `set_faults` call starts the window
+    /// again. Connections opened during the stall are stalled too.
     Stall {
         /// Length of the stall in milliseconds, at least 1.
         duration_ms: u64,
