@@ -22,9 +22,9 @@ use crate::fault::spec::Direction;
 use crate::fault::stats::Counters;
 
 /// Size of one read from a socket.
-const READ_BYTES: usize = 32 * 1024;
+const READ_BYTES: usize = 64 * 1024;
 /// Chunks buffered between reader and writer of one direction.
-const CHANNEL_CHUNKS: usize = 16;
+const CHANNEL_CHUNKS: usize = 8;
 /// Bursts per second of a bandwidth limit, so one burst is at most 1/50 of a second's bytes.
 const BANDWIDTH_SLICES_PER_SECOND: u64 = 50;
 
