@@ -11,6 +11,7 @@ pub mod api;
 pub mod confidence;
 pub mod config;
 pub mod engine;
+pub mod fault;
 pub mod ingest;
 pub mod load;
 pub mod policy;
