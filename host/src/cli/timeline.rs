@@ -16,8 +16,9 @@ pub fn line(event: &EngineEvent) -> Option<String> {
             stopped,
             removed_dirs,
             adopted_live,
+            faults_reversed,
         } => format!(
-            "recovery  cleaned up after an earlier run: {} stopped, {} directories removed, {} live adopted",
+            "recovery  cleaned up after an earlier run: {} stopped, {} directories removed, {} live adopted, {faults_reversed} faults reversed",
             stopped.len(),
             removed_dirs.len(),
             adopted_live.len()

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::confidence::ConfidenceConfig;
+use crate::fault::{FaultSet, ResourceFault};
 use crate::policy::PolicyConfig;
 use crate::store::StoreConfig;
 
@@ -333,9 +334,16 @@ pub struct ProfileConfig {
     /// Time at the full rate.
     #[serde(default)]
     pub hold_ms: u64,
-    /// Scenario name for failure profiles.
+    /// Scenario name for failure profiles, shown to policies.
     #[serde(default)]
     pub scenario: Option<String>,
+    /// Network faults the shadow's proxy injects while the profile runs.
+    #[serde(default)]
+    pub network: Option<FaultSet>,
+    /// Resource exhaustion applied to the shadow's process tree while the
+    /// profile runs.
+    #[serde(default)]
+    pub resource: Option<ResourceFault>,
 }
 
 fn default_multiple() -> f64 {
@@ -352,6 +360,8 @@ impl ProfileConfig {
             ramp_ms,
             hold_ms,
             scenario: None,
+            network: None,
+            resource: None,
         }
     }
 

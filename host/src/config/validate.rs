@@ -459,13 +459,19 @@ impl EngineConfig {
                 );
             }
             if profile.kind == ProfileKind::Failure {
-                problems.add(
+                problems.check(
+                    profile.network.is_some() || profile.resource.is_some(),
                     format!("{path}.kind"),
                     format!(
-                        "profile `{}`: failure scenarios are not available for process assets in this version; remove the profile or use peak, spike or soak",
+                        "failure profile `{}` injects nothing: add `network` faults or a `resource` fault",
                         profile.name
                     ),
                 );
+            }
+            if let Some(network) = &profile.network
+                && let Err(error) = network.validate()
+            {
+                problems.add(format!("{path}.network"), error.to_string());
             }
         }
     }

@@ -26,6 +26,8 @@ pub struct Stress {
     pub reported: Instant,
     /// Requests so far.
     pub requests: u64,
+    /// Ends the profile's resource fault when dropped.
+    pub fault_guard: Option<tokio_util::sync::DropGuard>,
 }
 
 /// A control shadow checking the known-good version before a rollback.
@@ -64,6 +66,9 @@ pub struct AssetState {
     pub live_rates: VecDeque<f64>,
     /// Shadow instance.
     pub shadow: Option<Instance>,
+    /// The fault-injecting proxy in front of the shadow, which every load
+    /// run goes through.
+    pub proxy: Option<crate::fault::FaultProxy>,
     /// Scraper of the shadow.
     pub shadow_scraper: Scraper,
     /// Phase of the shadow.
@@ -135,6 +140,7 @@ impl AssetState {
             live_requests_before: 0.0,
             live_rates: VecDeque::new(),
             shadow: None,
+            proxy: None,
             shadow_scraper: Scraper::default(),
             phase: ShadowPhase::Stopped,
             baseline: None,

@@ -70,6 +70,7 @@ pub(super) struct Controller {
     pub instances: KvTree,
     pub live_versions: KvTree,
     pub guardrails: KvTree,
+    pub faults: crate::fault::FaultLedger,
     pub audit: EventLog,
     pub client: HttpClient,
     pub assets: Vec<AssetState>,
@@ -360,6 +361,16 @@ impl Controller {
             .max(load.min_rps)
     }
 
+    /// Port that load runs against the shadow use: its fault proxy's, or
+    /// the shadow's own when no proxy could start.
+    pub fn load_port(asset: &AssetState) -> Option<u16> {
+        match (&asset.proxy, &asset.shadow) {
+            (Some(proxy), Some(_)) => Some(proxy.listen_addr().port()),
+            (None, Some(shadow)) => Some(shadow.port()),
+            _ => None,
+        }
+    }
+
     fn live_ports(&self, asset: &AssetState) -> Vec<u16> {
         let mut ports: Vec<u16> = self.config.asset.iter().map(|a| a.port).collect();
         ports.push(asset.config.port);
@@ -368,7 +379,7 @@ impl Controller {
 
     /// Starts one window of baseline load on the shadow.
     fn start_baseline(&mut self, asset: &mut AssetState) {
-        let Some(shadow) = &asset.shadow else {
+        let Some(port) = Self::load_port(asset) else {
             return;
         };
         let Some(normal) = self
@@ -386,7 +397,7 @@ impl Controller {
         match LoadRun::start(
             &normal.name,
             plan,
-            shadow.port(),
+            port,
             &self.live_ports(asset),
             &asset.config.load,
             self.tick_duration(),
@@ -403,7 +414,7 @@ impl Controller {
         profile: crate::config::ProfileConfig,
         reason: String,
     ) {
-        let Some(shadow) = &asset.shadow else {
+        let Some(port) = Self::load_port(asset) else {
             return;
         };
         let rate = self.baseline_rate(asset);
@@ -413,7 +424,7 @@ impl Controller {
         let run = match LoadRun::start(
             &profile.name,
             plan,
-            shadow.port(),
+            port,
             &self.live_ports(asset),
             &asset.config.load,
             self.tick_duration(),
@@ -426,7 +437,9 @@ impl Controller {
         };
         asset.baseline = None;
         asset.phase = ShadowPhase::Stressed;
-        let stress = self.begin_stress(asset.name(), Role::Shadow, profile, run, reason);
+        let duration = run.duration;
+        let mut stress = self.begin_stress(asset.name(), Role::Shadow, profile, run, reason);
+        self.inject_faults(asset, &mut stress, duration);
         asset.stress = Some(stress);
     }
 
@@ -454,6 +467,7 @@ impl Controller {
             judge: SloJudge::default(),
             reported: Instant::now(),
             requests: 0,
+            fault_guard: None,
         }
     }
 
@@ -498,6 +512,9 @@ impl Controller {
                 stress.judge.worst_p99_seconds,
             );
             asset.stress = None;
+            if let Some(proxy) = &asset.proxy {
+                proxy.clear();
+            }
             asset.completed.push(profile.name.clone());
             if profile.kind == ProfileKind::Peak {
                 asset.peak_passed = true;
@@ -525,6 +542,9 @@ impl Controller {
     /// version bad.
     pub fn fail_shadow(&mut self, asset: &mut AssetState, reason: String, profile: Option<String>) {
         asset.stress = None;
+        if let Some(proxy) = &asset.proxy {
+            proxy.clear();
+        }
         asset.baseline = None;
         asset.phase = ShadowPhase::Failed;
         asset.shadow_failure = Some(reason.clone());

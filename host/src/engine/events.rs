@@ -27,6 +27,9 @@ pub enum EngineEvent {
         stopped: Vec<String>,
         removed_dirs: Vec<String>,
         adopted_live: Vec<String>,
+        /// Proxies, cgroups, limits and mounts of fault scenarios undone.
+        #[serde(default)]
+        faults_reversed: usize,
     },
     /// A version was deployed to the live asset.
     Deployed {

@@ -156,6 +156,7 @@ impl Controller {
             match self.start_instance(asset, Role::Shadow, &version).await {
                 Ok(instance) => {
                     asset.shadow = Some(instance);
+                    self.start_proxy(asset).await;
                     asset.shadow_scraper = Scraper::default();
                     asset.start_failures = 0;
                     asset.phase = ShadowPhase::Calibrating;
@@ -181,6 +182,7 @@ impl Controller {
     pub async fn stop_shadow(&self, asset: &mut AssetState) {
         asset.baseline = None;
         asset.stress = None;
+        self.stop_proxy(asset).await;
         if let Some(mut shadow) = asset.shadow.take() {
             shadow.stop().await;
             shadow.forget(&self.instances);
@@ -379,6 +381,7 @@ impl Controller {
             return Err(error);
         }
         asset.shadow = Some(shadow);
+        self.start_proxy(asset).await;
         asset.shadow_scraper = Scraper::default();
         asset.phase = ShadowPhase::Calibrating;
         Ok(())

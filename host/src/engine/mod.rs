@@ -14,6 +14,7 @@ mod asset;
 mod controller;
 mod decide;
 mod events;
+mod faults;
 mod lifecycle;
 pub mod metrics;
 pub mod process;
@@ -293,6 +294,9 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
     let instances = store.kv("instances")?;
     let live_versions = store.kv("live")?;
     let guardrails = store.kv("guardrails")?;
+    let fault_tree = store.kv("faults")?;
+    let fault_cleanup = crate::fault::cleanup_leftovers(&fault_tree);
+    let faults = crate::fault::FaultLedger::new(fault_tree);
 
     let leftovers = process::cleanup_leftovers(&instances);
     let mut adopted = Vec::new();
@@ -340,7 +344,23 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
         }
         assets.push(asset);
     }
-    if !leftovers.stopped.is_empty() || !leftovers.removed_dirs.is_empty() || !adopted.is_empty() {
+    let faults_reversed = match &fault_cleanup {
+        Ok(report) => {
+            report.proxies.len()
+                + report.cgroups_removed.len()
+                + report.limits_restored.len()
+                + report.mounts_removed.len()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the fault ledger of an earlier run");
+            0
+        }
+    };
+    if !leftovers.stopped.is_empty()
+        || !leftovers.removed_dirs.is_empty()
+        || !adopted.is_empty()
+        || faults_reversed > 0
+    {
         recorder.record(EngineEvent::LeftoversCleaned {
             stopped: leftovers.stopped.clone(),
             removed_dirs: leftovers
@@ -349,6 +369,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
                 .map(|dir| dir.display().to_string())
                 .collect(),
             adopted_live: adopted,
+            faults_reversed,
         });
     }
     recorder.record(EngineEvent::EngineStarted {
@@ -384,6 +405,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
         instances,
         live_versions,
         guardrails,
+        faults,
         audit: store.events(AUDIT_LOG)?,
         client: HttpClient::default(),
         assets,

@@ -10,6 +10,7 @@ fn instance(instance: &Instance) -> InstanceReport {
         version: instance.record.version.clone(),
         pid: instance.pid(),
         port: instance.port(),
+        proxy_port: None,
     }
 }
 
@@ -56,7 +57,10 @@ pub(super) fn build(controller: &Controller, ts_ms: i64) -> StatusReport {
                 known_good_version: asset.known_good.clone(),
                 phase: phase_name(asset.phase).to_owned(),
                 live: asset.live.as_ref().map(instance),
-                shadow: asset.shadow.as_ref().map(instance),
+                shadow: asset.shadow.as_ref().map(|shadow| InstanceReport {
+                    proxy_port: asset.proxy.as_ref().map(|p| p.listen_addr().port()),
+                    ..instance(shadow)
+                }),
                 control: asset.control.as_ref().map(|c| instance(&c.instance)),
                 drift_score: asset.drift.as_ref().map(|d| d.score),
                 drift_level: asset.drift.as_ref().map(|d| level_name(d.level).to_owned()),

@@ -43,6 +43,10 @@ pub struct InstanceReport {
     pub pid: u32,
     /// Loopback port.
     pub port: u16,
+    /// Port of the fault-injecting proxy in front of a shadow, which load
+    /// runs use.
+    #[serde(default)]
+    pub proxy_port: Option<u16>,
 }
 
 /// A stress profile in progress.
