@@ -10,5 +10,6 @@ pub mod analysis;
 pub mod confidence;
 pub mod ingest;
 pub mod load;
+pub mod model;
 pub mod policy;
 pub mod store;
