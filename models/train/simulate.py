@@ -128,8 +128,10 @@ def plan_intensity(plan, seconds, length, peak):
 def run_episode(rng, episode):
     """Simulate one shadow run; return its rows (features, failure time)."""
     baseline_rate = float(rng.uniform(20, 120))
-    live_workers = int(rng.choice([16, 32, 64]))
-    live_work = float(rng.uniform(0.004, 0.02))
+    # Services are sized for their load: capacity is 1.5 to 8 times the baseline rate.
+    headroom = float(rng.uniform(1.5, 8.0))
+    live_work = float(rng.uniform(0.005, 0.05))
+    live_workers = max(1, round(baseline_rate * headroom * live_work))
     live = Asset(rng, live_workers, live_work, 256)
 
     regression = rng.random() < 0.5
@@ -139,7 +141,7 @@ def run_episode(rng, episode):
     if regression:
         kind = rng.choice(["workers", "slow", "leak", "fds"])
         if kind == "workers":
-            workers = max(2, int(live_workers * rng.uniform(0.1, 0.5)))
+            workers = max(1, int(live_workers * rng.uniform(0.2, 0.7)))
         elif kind == "slow":
             work = live_work * rng.uniform(1.5, 6.0)
         elif kind == "leak":

@@ -115,17 +115,21 @@ def main():
     }
     (MODELS / "default.json").write_text(json.dumps(metadata, indent=2) + "\n")
 
-    write_fixtures(session, x_test, x_train, y_train)
+    write_fixtures(session, x_test, y_test, x_train, y_train, metadata)
     print(json.dumps(figures, indent=2))
     print("sha256", sha256)
 
 
-def write_fixtures(session, x_test, x_train, y_train):
+def write_fixtures(session, x_test, y_test, x_train, y_train, metadata):
     fixtures = MODELS / "fixtures"
     fixtures.mkdir(exist_ok=True)
 
-    # Parity inputs: 48 test rows spread over the file, plus edge rows (zeros, limits).
-    rows = x_test[np.linspace(0, len(x_test) - 1, 48).astype(int)]
+    # Parity inputs: 24 positive and 24 negative test rows spread over the file, plus
+    # edge rows (zeros, limits), so the fixture covers both ends of the output.
+    positive = np.flatnonzero(y_test == 1)
+    negative = np.flatnonzero(y_test == 0)
+    picks = np.concatenate([positive[np.linspace(0, len(positive) - 1, 24).astype(int)], negative[np.linspace(0, len(negative) - 1, 24).astype(int)]])
+    rows = x_test[np.sort(picks)]
     edges = np.stack([np.zeros(len(FEATURE_NAMES)), np.full(len(FEATURE_NAMES), 1e3), np.full(len(FEATURE_NAMES), -1e3)])
     inputs = np.vstack([rows, edges]).astype(np.float32)
     probabilities = session.run(["probabilities"], {"float_input": inputs})[0][:, 1]
@@ -141,6 +145,21 @@ def write_fixtures(session, x_test, x_train, y_train):
     # A Pipeline export keeps skl2onnx's `Scaler` node (ai.onnx.ml), which tract rejects.
     unsupported = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x_train, y_train)
     (fixtures / "unsupported-scaler.onnx").write_bytes(export(unsupported, len(FEATURE_NAMES)).SerializeToString())
+
+    # A second, smaller model that reads 6 of the features in its own order: the host's
+    # tests import it as another version and swap to it while predicting.
+    columns = ["latency_p99_slo_ratio", "error_rate_slo_ratio", "utilisation", "profile_intensity", "stress_seconds", "drift_score"]
+    index = [FEATURE_NAMES.index(name) for name in columns]
+    small_scaler = StandardScaler().fit(x_train[:, index])
+    small = MLPClassifier(hidden_layer_sizes=(4,), max_iter=300, random_state=SEED + 1)
+    small.fit(small_scaler.transform(x_train[:, index]), y_train)
+    small_bytes = export(fold_scaler(small, small_scaler), len(columns)).SerializeToString()
+    (fixtures / "small.onnx").write_bytes(small_bytes)
+    small_metadata = dict(metadata, name="small", version="1", features=columns, family="MLPClassifier, 4 ReLU units (test fixture)")
+    small_metadata["sha256"] = hashlib.sha256(small_bytes).hexdigest()
+    small_metadata["evaluation"] = {}
+    small_metadata.pop("onnxruntime_vs_sklearn_max_abs_difference")
+    (fixtures / "small.json").write_text(json.dumps(small_metadata, indent=2) + "\n")
 
 
 if __name__ == "__main__":

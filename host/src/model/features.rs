@@ -63,7 +63,8 @@ pub const FEATURE_LIMIT: f64 = 1.0e3;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssetFeatures {
-    /// Drift score in [0, 1] from the drift policy; 0 while the shadow is not comparable.
+    /// Drift score in [0, 1] from the drift policy. While a stress plan runs the shadow is
+    /// not comparable, so this is the last score measured before the plan started.
     pub drift_score: f64,
     /// Relative change of the shadow's window median over the live one,
     /// `(shadow - live) / live`, for median request latency.
@@ -88,7 +89,9 @@ pub struct AssetFeatures {
     pub latency_p99_slo_ratio: f64,
     /// Shadow error rate divided by the SLO's error-rate target.
     pub error_rate_slo_ratio: f64,
-    /// Shadow throughput divided by the rate the current load plan intends to send.
+    /// Shadow throughput divided by the rate the current load plan intends to send; 1
+    /// when no plan runs. Unlike the other features, 0 here means the shadow serves
+    /// nothing of its plan, which the shipped model reads as failing.
     pub throughput_plan_ratio: f64,
     /// Offered rate of the current load plan as a multiple of the live baseline rate;
     /// 0 when the shadow is idle.

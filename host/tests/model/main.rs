@@ -1,1 +1,8 @@
-//! placeholder
+//! Integration tests of failure prediction with the real tract runtime and the real model
+//! files under `models/`.
+
+mod dataset;
+mod loading;
+mod parity;
+mod repository;
+mod support;
