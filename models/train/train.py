@@ -144,7 +144,12 @@ def write_fixtures(session, x_test, y_test, x_train, y_train, metadata):
 
     # A Pipeline export keeps skl2onnx's `Scaler` node (ai.onnx.ml), which tract rejects.
     unsupported = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x_train, y_train)
-    (fixtures / "unsupported-scaler.onnx").write_bytes(export(unsupported, len(FEATURE_NAMES)).SerializeToString())
+    unsupported_bytes = export(unsupported, len(FEATURE_NAMES)).SerializeToString()
+    (fixtures / "unsupported-scaler.onnx").write_bytes(unsupported_bytes)
+    unsupported_metadata = dict(metadata, name="scaled-logistic", version="1", family="Pipeline(StandardScaler, LogisticRegression) (test fixture)", evaluation={})
+    unsupported_metadata["sha256"] = hashlib.sha256(unsupported_bytes).hexdigest()
+    unsupported_metadata.pop("onnxruntime_vs_sklearn_max_abs_difference")
+    (fixtures / "unsupported-scaler.json").write_text(json.dumps(unsupported_metadata, indent=2) + "\n")
 
     # A second, smaller model that reads 6 of the features in its own order: the host's
     # tests import it as another version and swap to it while predicting.

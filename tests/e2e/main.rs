@@ -2,4 +2,5 @@
 
 mod common;
 mod ingest_cli;
+mod model_cli;
 mod policy_cli;

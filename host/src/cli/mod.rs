@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and subcommand dispatch.
 
 mod ingest;
+mod model;
 mod policy;
 
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Policy(policy::PolicyCommand),
     /// Run the metric store with its push, remote-write, query and scrape server.
     Ingest(ingest::IngestArgs),
+    /// Import, list, activate and show failure models; export training data.
+    Model(model::ModelArgs),
 }
 
 /// Installs the tracing subscriber. `RUST_LOG` overrides the default filter,
@@ -58,5 +61,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Policy(command) => policy::run(command),
         Command::Ingest(args) => ingest::run(args),
+        Command::Model(args) => model::run(args),
     }
 }

@@ -117,9 +117,16 @@ pub fn export_dataset(
     out: &mut dyn Write,
 ) -> Result<ExportStats, ModelError> {
     let failures = failures_by_asset(history, since_ms, until_ms)?;
-    let records = history.features.range::<FeatureRecord>(since_ms, until_ms)?;
+    let records = history
+        .features
+        .range::<FeatureRecord>(since_ms, until_ms)?;
 
-    writeln!(out, "asset,timestamp_ms,{},label,failed_at_ms", FEATURE_NAMES.join(",")).map_err(ModelError::Write)?;
+    writeln!(
+        out,
+        "asset,timestamp_ms,{},label,failed_at_ms",
+        FEATURE_NAMES.join(",")
+    )
+    .map_err(ModelError::Write)?;
     let mut stats = ExportStats::default();
     for event in records {
         let record = event.value;
@@ -145,8 +152,13 @@ pub fn export_dataset(
             Some(f) => (1, f.to_string()),
             None => (0, String::new()),
         };
-        writeln!(out, "{},{t},{},{label},{failed_at}", csv_field(&record.asset), values.join(","))
-            .map_err(ModelError::Write)?;
+        writeln!(
+            out,
+            "{},{t},{},{label},{failed_at}",
+            csv_field(&record.asset),
+            values.join(",")
+        )
+        .map_err(ModelError::Write)?;
         stats.rows += 1;
         stats.positive_rows += label;
     }
@@ -160,8 +172,14 @@ fn failures_by_asset(
     until_ms: i64,
 ) -> Result<HashMap<String, Vec<i64>>, ModelError> {
     let mut failures: HashMap<String, Vec<i64>> = HashMap::new();
-    for event in history.outcomes.range::<ShadowOutcome>(since_ms, until_ms)? {
-        failures.entry(event.value.asset).or_default().push(event.ts_ms);
+    for event in history
+        .outcomes
+        .range::<ShadowOutcome>(since_ms, until_ms)?
+    {
+        failures
+            .entry(event.value.asset)
+            .or_default()
+            .push(event.ts_ms);
     }
     for times in failures.values_mut() {
         times.sort_unstable();

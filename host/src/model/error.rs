@@ -42,7 +42,10 @@ pub enum ModelError {
     Decode(#[source] TractError),
 
     /// The graph uses operators that tract-onnx does not implement.
-    #[error("model `{model}` uses operators that tract does not support: {}", quoted(operators))]
+    #[error(
+        "model `{model}` uses operators that tract does not support: {}",
+        quoted(operators)
+    )]
     UnsupportedOperators {
         model: String,
         operators: Vec<String>,
@@ -69,7 +72,9 @@ pub enum ModelError {
     },
 
     /// No model with this name and version is in the repository.
-    #[error("model `{0}` not found in the repository: run `umbra model list` to see the stored models")]
+    #[error(
+        "model `{0}` not found in the repository: run `umbra model list` to see the stored models"
+    )]
     NotFound(String),
 
     /// A model reference is not `NAME@VERSION`.

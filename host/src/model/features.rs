@@ -256,7 +256,10 @@ mod tests {
         };
         let row = features.to_row();
         assert_eq!(row[0], 0.5);
-        assert_eq!(row[feature_index("throughput_plan_ratio").unwrap_or(99)], 0.9);
+        assert_eq!(
+            row[feature_index("throughput_plan_ratio").unwrap_or(99)],
+            0.9
+        );
         assert_eq!(row[FEATURE_COUNT - 1], -2.0);
     }
 

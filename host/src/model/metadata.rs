@@ -111,12 +111,20 @@ impl ModelMetadata {
             });
         }
         let mut seen = std::collections::HashSet::new();
-        if let Some(duplicate) = self.features.iter().find(|name| !seen.insert(name.as_str())) {
+        if let Some(duplicate) = self
+            .features
+            .iter()
+            .find(|name| !seen.insert(name.as_str()))
+        {
             return Err(ModelError::MetadataValue(format!(
                 "feature `{duplicate}` is listed twice"
             )));
         }
-        Ok(self.features.iter().filter_map(|name| feature_index(name)).collect())
+        Ok(self
+            .features
+            .iter()
+            .filter_map(|name| feature_index(name))
+            .collect())
     }
 }
 

@@ -34,8 +34,7 @@ mod rule;
 mod runner;
 
 pub use dataset::{
-    ExportStats, FEATURES_LOG, FeatureRecord, History, OUTCOMES_LOG, ShadowOutcome,
-    export_dataset,
+    ExportStats, FEATURES_LOG, FeatureRecord, History, OUTCOMES_LOG, ShadowOutcome, export_dataset,
 };
 pub use error::ModelError;
 pub use features::{

@@ -155,7 +155,10 @@ impl Predictor {
         let wanted = match repository.active() {
             Ok(choice) => choice,
             Err(error) => {
-                warn!(error = &error as &dyn std::error::Error, "failed to read the active model choice; keeping the current model");
+                warn!(
+                    error = &error as &dyn std::error::Error,
+                    "failed to read the active model choice; keeping the current model"
+                );
                 return;
             }
         };

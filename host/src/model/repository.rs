@@ -12,8 +12,8 @@
 //! Every import and activation is appended to the `model_history` event log. The built-in
 //! default model ([`DEFAULT_ONNX`]) is always listed and can be activated without importing.
 
-use sha2::{Digest, Sha256};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::error::ModelError;
 use super::metadata::ModelMetadata;
@@ -118,8 +118,10 @@ impl ModelRepository {
         };
         self.kv.put_bytes(&onnx_key(&reference), onnx)?;
         self.kv.put(&meta_key(&reference), &stored)?;
-        self.history
-            .append(stored.imported_at_ms, &HistoryEntry::Import { reference, sha256 })?;
+        self.history.append(
+            stored.imported_at_ms,
+            &HistoryEntry::Import { reference, sha256 },
+        )?;
         self.kv.flush()?;
         Ok(stored)
     }

@@ -74,9 +74,7 @@ impl TractModel {
             model: reference.clone(),
             source: tract_error(e),
         };
-        let mut model = onnx
-            .model_for_proto_model(&proto)
-            .map_err(prepare_error)?;
+        let mut model = onnx.model_for_proto_model(&proto).map_err(prepare_error)?;
         let batch = model.sym("N");
         let fact = InferenceFact::dt_shape(
             f32::datum_type(),
@@ -84,7 +82,9 @@ impl TractModel {
         );
         model.set_input_fact(0, fact).map_err(prepare_error)?;
         let output = model.output_outlets().map_err(prepare_error)?[output_index];
-        model.select_output_outlets(&[output]).map_err(prepare_error)?;
+        model
+            .select_output_outlets(&[output])
+            .map_err(prepare_error)?;
         let plan = model
             .into_optimized()
             .and_then(|typed| typed.into_runnable())
@@ -115,7 +115,8 @@ impl TractModel {
         }
         self.input.clear();
         for row in rows {
-            self.input.extend(self.columns.iter().map(|&column| row[column]));
+            self.input
+                .extend(self.columns.iter().map(|&column| row[column]));
         }
 
         let inference_error = |e: anyhow::Error| ModelError::Inference {

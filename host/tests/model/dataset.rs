@@ -28,7 +28,10 @@ fn export_labels_rows_before_failures() -> TestResult {
     let text = String::from_utf8(out)?;
     let lines: Vec<&str> = text.lines().collect();
 
-    let header = format!("asset,timestamp_ms,{},label,failed_at_ms", FEATURE_NAMES.join(","));
+    let header = format!(
+        "asset,timestamp_ms,{},label,failed_at_ms",
+        FEATURE_NAMES.join(",")
+    );
     assert_eq!(lines[0], header);
 
     // `api` rows at 140..=190 s are within 60 s before the failure: 6 positive rows.
@@ -38,10 +41,18 @@ fn export_labels_rows_before_failures() -> TestResult {
     assert_eq!(stats.rows, 62 - 12);
     assert_eq!(lines.len() as u64, stats.rows + 1);
 
-    let positive: Vec<&str> = lines.iter().copied().filter(|l| l.ends_with(",1,200000")).collect();
+    let positive: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.ends_with(",1,200000"))
+        .collect();
     assert_eq!(positive.len(), 6);
     assert!(positive.iter().all(|l| l.starts_with("api,")));
-    assert!(lines.iter().any(|l| l.starts_with("api,130000,") && l.ends_with(",0,")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("api,130000,") && l.ends_with(",0,"))
+    );
     Ok(())
 }
 

@@ -11,7 +11,10 @@ fn missing_feature_is_rejected() -> TestResult {
     let error = TractModel::load(&model_file("default.onnx")?, &metadata)
         .err()
         .ok_or("model with an unknown feature loaded")?;
-    assert!(matches!(error, ModelError::MissingFeatures { .. }), "{error:?}");
+    assert!(
+        matches!(error, ModelError::MissingFeatures { .. }),
+        "{error:?}"
+    );
     assert_eq!(
         error.to_string(),
         "model `umbra-default@1` reads features the host cannot produce: `gc_pause_seconds`; the host produces feature set version 1"

@@ -94,7 +94,13 @@ fn import_activate_and_roll_back() -> TestResult {
     let actions: Vec<&HistoryEntry> = history.iter().map(|(_, entry)| entry).collect();
     assert_eq!(actions.len(), 4);
     assert!(matches!(actions[0], HistoryEntry::Import { reference, .. } if reference == "small@1"));
-    assert!(matches!(actions[3], HistoryEntry::Activate { active: ActiveChoice::RuleBased, .. }));
+    assert!(matches!(
+        actions[3],
+        HistoryEntry::Activate {
+            active: ActiveChoice::RuleBased,
+            ..
+        }
+    ));
     Ok(())
 }
 
@@ -125,7 +131,9 @@ fn reimport_other_bytes_is_rejected() -> TestResult {
         .err()
         .ok_or("a second file was accepted under an existing version")?;
     assert!(
-        error.to_string().starts_with("invalid model metadata: model `small@1` already exists"),
+        error
+            .to_string()
+            .starts_with("invalid model metadata: model `small@1` already exists"),
         "{error}"
     );
     Ok(())
@@ -141,7 +149,10 @@ fn import_checks_declared_sha256() -> TestResult {
         .import(&bytes, metadata)
         .err()
         .ok_or("a file with the wrong hash was imported")?;
-    assert!(error.to_string().contains("does not match the file's"), "{error}");
+    assert!(
+        error.to_string().contains("does not match the file's"),
+        "{error}"
+    );
     assert_eq!(repository.list()?.len(), 1);
     Ok(())
 }
@@ -154,7 +165,10 @@ fn rejected_import_stores_nothing() -> TestResult {
     metadata.name = "scaled".to_owned();
     metadata.sha256 = None;
     let result = repository.import(&model_file("fixtures/unsupported-scaler.onnx")?, metadata);
-    assert!(matches!(result, Err(ModelError::UnsupportedOperators { .. })));
+    assert!(matches!(
+        result,
+        Err(ModelError::UnsupportedOperators { .. })
+    ));
     assert_eq!(repository.list()?.len(), 1);
     Ok(())
 }
@@ -168,7 +182,10 @@ fn activate_unknown_model_keeps_choice() -> TestResult {
         .err()
         .ok_or("an unknown model was activated")?;
     assert!(matches!(error, ModelError::NotFound(_)), "{error:?}");
-    assert!(matches!(repository.activate("no-version"), Err(ModelError::Reference(_))));
+    assert!(matches!(
+        repository.activate("no-version"),
+        Err(ModelError::Reference(_))
+    ));
     assert_eq!(
         repository.active()?,
         ActiveChoice::Model {
@@ -214,7 +231,9 @@ fn predictor_keeps_model_when_new_one_fails() -> TestResult {
     // Activate a good model, then damage its stored bytes, as a disk fault or a future
     // host writing another format would: the predictor must keep the model it has.
     repository.activate("small@1")?;
-    store.kv("models")?.put_bytes("model/small@1/onnx", b"damaged")?;
+    store
+        .kv("models")?
+        .put_bytes("model/small@1/onnx", b"damaged")?;
     let after = predictor.predict(&[stressed_asset()]);
 
     assert_eq!(source_name(&after[0].source), "umbra-default@1");
