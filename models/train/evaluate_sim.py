@@ -4,8 +4,8 @@
 - tick level: precision, recall and F1 against the label (failure within the horizon),
   and ROC AUC;
 - episode level: a failing episode is detected when an alarm fires on one of its labelled
-  ticks (within the horizon before the failure); a healthy episode with any alarm is a
-  false alarm; lead time is the failure time minus the first such alarm.
+  ticks, which lie within the horizon before the failure. A healthy episode with any alarm
+  counts as a false alarm. Lead time is the failure time minus the first such alarm.
 """
 
 import numpy as np
@@ -17,7 +17,7 @@ THRESHOLD = 0.5
 
 
 def rule_based_probability(frame):
-    """The host's rule-based estimate (host/src/model/rule.rs), computed the same way."""
+    """Compute the host's rule-based estimate (host/src/model/rule.rs) with the same formula."""
     minutes = HORIZON_SECONDS / 60.0
     latency = frame["latency_p99_slo_ratio"] + np.maximum(frame["latency_p99_slo_ratio_slope"], 0.0) * minutes
     errors = frame["error_rate_slo_ratio"] + np.maximum(frame["error_rate_slo_ratio_slope"], 0.0) * minutes

@@ -3,6 +3,7 @@
 mod ingest;
 mod model;
 mod policy;
+mod replay;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,9 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Import, list, activate and show failure models; export training data.
     Model(model::ModelArgs),
+    /// Replay a recorded metric series through a model twin and the failure predictor;
+    /// write drift score, failure probability and confidence per timestamp as CSV.
+    Replay(replay::ReplayArgs),
 }
 
 /// Installs the tracing subscriber. `RUST_LOG` overrides the default filter,
@@ -62,5 +66,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(command),
         Command::Ingest(args) => ingest::run(args),
         Command::Model(args) => model::run(args),
+        Command::Replay(args) => replay::run(args),
     }
 }

@@ -13,7 +13,7 @@ use umbra_host::store::{Store, StoreConfig};
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Directory of the sled store that holds the repository; created when missing.
+    /// Directory of the sled store that contains the repository; created when missing.
     #[arg(long)]
     store: PathBuf,
 

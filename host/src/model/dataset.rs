@@ -43,7 +43,7 @@ pub struct FeatureRecord {
 pub struct ShadowOutcome {
     /// Asset name from the configuration.
     pub asset: String,
-    /// Why the engine judged the shadow failed, for people (for example
+    /// Reason the engine judged the shadow failed, for people (for example
     /// `error rate 0.12 above SLO 0.01 for 3 ticks`).
     pub reason: String,
 }

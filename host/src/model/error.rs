@@ -5,7 +5,7 @@ use crate::store::StoreError;
 /// A tract error, kept as the source of a [`ModelError`] so its chain stays intact.
 pub type TractError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Why a model could not be loaded, stored or run.
+/// Error that stops a model from being loaded, stored or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The metadata JSON does not parse or lacks a required field.

@@ -4,7 +4,7 @@
 //! shadow window summaries it already computes, and keeps a [`TrendWindow`] per asset for
 //! the slopes. [`AssetFeatures::to_row`] turns the struct into the model's input row in
 //! the order of [`FEATURE_NAMES`]. A model declares the names it reads; the host rejects a
-//! model that asks for a name outside this list.
+//! model that requests a name outside this list.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +54,7 @@ pub const FEATURE_COUNT: usize = FEATURE_NAMES.len();
 /// denominator) cannot push a model's activations far outside anything it was trained on.
 pub const FEATURE_LIMIT: f64 = 1.0e3;
 
-/// What the engine knows about one asset at one tick.
+/// Features of one asset at one tick, as the engine computes them.
 ///
 /// Every field is a plain number. A value the engine cannot compute this tick (no
 /// samples yet, no SLO configured, a zero denominator) is `0.0`, and so is a non-finite
@@ -116,6 +116,32 @@ impl AssetFeatures {
     pub fn get(&self, name: &str) -> Option<f64> {
         let index = feature_index(name)?;
         Some(sanitize(self.values()[index]))
+    }
+
+    /// Sets the feature called `name` to `value`; returns `false` for an unknown name.
+    pub fn set(&mut self, name: &str, value: f64) -> bool {
+        let field = match name {
+            "drift_score" => &mut self.drift_score,
+            "latency_p50_change" => &mut self.latency_p50_change,
+            "latency_p99_change" => &mut self.latency_p99_change,
+            "error_rate_change" => &mut self.error_rate_change,
+            "throughput_change" => &mut self.throughput_change,
+            "cpu_change" => &mut self.cpu_change,
+            "rss_change" => &mut self.rss_change,
+            "fds_change" => &mut self.fds_change,
+            "threads_change" => &mut self.threads_change,
+            "utilisation" => &mut self.utilisation,
+            "latency_p99_slo_ratio" => &mut self.latency_p99_slo_ratio,
+            "error_rate_slo_ratio" => &mut self.error_rate_slo_ratio,
+            "throughput_plan_ratio" => &mut self.throughput_plan_ratio,
+            "profile_intensity" => &mut self.profile_intensity,
+            "stress_seconds" => &mut self.stress_seconds,
+            "latency_p99_slo_ratio_slope" => &mut self.latency_p99_slo_ratio_slope,
+            "error_rate_slo_ratio_slope" => &mut self.error_rate_slo_ratio_slope,
+            _ => return false,
+        };
+        *field = value;
+        true
     }
 
     /// Raw field values in [`FEATURE_NAMES`] order.
@@ -261,6 +287,20 @@ mod tests {
             0.9
         );
         assert_eq!(row[FEATURE_COUNT - 1], -2.0);
+    }
+
+    #[test]
+    fn set_and_get_every_feature() {
+        let mut features = AssetFeatures::default();
+        for (index, name) in FEATURE_NAMES.iter().enumerate() {
+            assert!(features.set(name, index as f64 + 1.0), "{name}");
+        }
+        let row = features.to_row();
+        for (index, name) in FEATURE_NAMES.iter().enumerate() {
+            assert_eq!(row[index], index as f32 + 1.0, "{name}");
+            assert_eq!(features.get(name), Some(index as f64 + 1.0));
+        }
+        assert!(!features.set("gc_pause_seconds", 1.0));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct ModelMetadata {
     pub features: Vec<String>,
     /// Name of the graph input, a float tensor `[N, features.len()]`.
     pub input: String,
-    /// Name of the graph output that holds probabilities, `[N, K]` or `[N]`.
+    /// Name of the graph output that contains probabilities, `[N, K]` or `[N]`.
     pub output: String,
     /// Column of `output` that is the failure probability, when `output` is `[N, K]`.
     pub output_column: usize,
@@ -39,7 +39,7 @@ pub struct ModelMetadata {
     /// Model family and size, for people.
     #[serde(default)]
     pub family: String,
-    /// Where the training data came from, free-form.
+    /// Provenance of the training data, free-form.
     #[serde(default)]
     pub provenance: serde_json::Value,
     /// Evaluation figures, free-form.

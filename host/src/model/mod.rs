@@ -29,9 +29,11 @@ mod error;
 mod features;
 mod metadata;
 mod predictor;
+mod replay;
 mod repository;
 mod rule;
 mod runner;
+mod twin;
 
 pub use dataset::{
     ExportStats, FEATURES_LOG, FeatureRecord, History, OUTCOMES_LOG, ShadowOutcome, export_dataset,
@@ -43,9 +45,11 @@ pub use features::{
 };
 pub use metadata::{METADATA_FORMAT, ModelMetadata};
 pub use predictor::{LoadedModel, ModelIdentity, Prediction, PredictionSource, Predictor};
+pub use replay::{ReplayRow, SeriesFormat, SeriesPoint, parse_series, replay};
 pub use repository::{
     ActiveChoice, DEFAULT_METADATA, DEFAULT_ONNX, HistoryEntry, ModelRepository, RULE_BASED,
     StoredModel, parse_reference,
 };
 pub use rule::rule_based_probability;
 pub use runner::TractModel;
+pub use twin::{ModelTwin, TwinConfig, TwinStep};

@@ -4,7 +4,7 @@
 //! choice (one small key lookup) and, when it changed, loads the new model. A model that
 //! fails to load is logged once and skipped, and the previous model stays active, so a bad
 //! import or activation never stops predictions. Without a model the predictor uses the
-//! [rule-based estimate](super::rule), and every [`Prediction`] says which one produced it.
+//! [rule-based estimate](super::rule), and every [`Prediction`] names its source.
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ pub struct Prediction {
     pub source: PredictionSource,
 }
 
-/// What produced a [`Prediction`].
+/// Producer of a [`Prediction`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum PredictionSource {
     /// A trained model.
@@ -152,7 +152,7 @@ impl Predictor {
         let Some(repository) = &self.repository else {
             return;
         };
-        let wanted = match repository.active() {
+        let requested = match repository.active() {
             Ok(choice) => choice,
             Err(error) => {
                 warn!(
@@ -162,11 +162,11 @@ impl Predictor {
                 return;
             }
         };
-        if self.choice.as_ref() == Some(&wanted) || self.rejected.as_ref() == Some(&wanted) {
+        if self.choice.as_ref() == Some(&requested) || self.rejected.as_ref() == Some(&requested) {
             return;
         }
 
-        match &wanted {
+        match &requested {
             ActiveChoice::RuleBased => {
                 info!("switching failure prediction to the rule-based estimate");
                 self.model = None;
@@ -182,14 +182,14 @@ impl Predictor {
                     }
                     Err(error) => {
                         warn!(model = %reference, previous = %self.source(), error = &error as &dyn std::error::Error, "failed to load the active model; keeping the previous one");
-                        self.rejected = Some(wanted);
+                        self.rejected = Some(requested);
                         return;
                     }
                 }
             }
         }
         self.rejected = None;
-        self.choice = Some(wanted);
+        self.choice = Some(requested);
     }
 
     /// Predicts every asset of `batch` in one model run, after checking the repository for

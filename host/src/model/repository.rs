@@ -45,7 +45,7 @@ pub struct StoredModel {
     pub built_in: bool,
 }
 
-/// What the engine should predict with.
+/// The model or rule that the engine predicts with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ActiveChoice {

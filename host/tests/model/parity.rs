@@ -1,6 +1,6 @@
 //! tract against onnxruntime on the default model.
 //!
-//! `models/fixtures/default-parity.json` holds 51 input rows (24 positive and 24 negative
+//! `models/fixtures/default-parity.json` contains 51 input rows (24 positive and 24 negative
 //! rows spread over `models/data/test.csv`, plus all-zero and ±1000 rows) and onnxruntime's probabilities for
 //! them, written by `models/train/train.py`.
 
