@@ -1,10 +1,9 @@
 """Score `umbra replay` on NAB realKnownCause with NAB's scoring rules.
 
 For every series in NAB_DIR/data/realKnownCause the script runs
-`umbra replay --input FILE --predictor P`, takes a per-row anomaly score from the output
-(the twin's drift score, the failure probability, or 1 − confidence) and scores it the way
-NAB does (Lavin and Ahmad, "Evaluating Real-time Anomaly Detection Algorithms – the Numenta
-Anomaly Benchmark", 2015; rules as implemented in NAB's sweeper):
+`umbra replay --input FILE --predictor P`. It takes three per-row anomaly scores from the
+output: the twin's drift score, the failure probability, and 1 − confidence. Each is scored
+with NAB's rules as NAB's `nab/sweeper.py` implements them:
 
 - the first 15 % of each file (at most 750 rows) is probationary and not scored;
 - a detection inside a label window scores tpWeight × a scaled sigmoid of its position,
@@ -51,7 +50,7 @@ def sweep_scores(times, windows, cost):
     index_of = {t: i for i, t in enumerate(times)}
     bounds = []
     for start, end in windows:
-        # Window limits are data timestamps; fall back to the nearest rows if one is not.
+        # Window limits are normally data timestamps. Otherwise take the nearest rows inside the window.
         left = index_of.get(start, next((i for i, t in enumerate(times) if t >= start), len(times) - 1))
         right = index_of.get(end, max((i for i, t in enumerate(times) if t <= end), default=0))
         bounds.append((left, right))

@@ -1,4 +1,5 @@
-//! `umbra model`: import, list, activate, show and export-dataset against a fresh store.
+//! `umbra model` (import, list, activate, show, export-dataset) against a fresh store, and
+//! `umbra replay` on small generated series.
 
 use std::process::Output;
 
@@ -126,4 +127,70 @@ fn model_export_dataset_rejects_bad_time() {
     );
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("invalid --since `yesterday`"));
+}
+
+#[test]
+fn replay_writes_scores_per_timestamp() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let input = dir.path().join("series.csv");
+    let mut csv = String::from("timestamp,value\n");
+    for minute in 0..120 {
+        let value = if minute < 100 {
+            50.0 + f64::from(minute % 3)
+        } else {
+            95.0
+        };
+        csv.push_str(&format!("2024-01-01 00:{:02}:00,{value}\n", minute % 60));
+    }
+    std::fs::write(&input, csv).expect("write series");
+
+    let output = umbra(&[
+        "replay",
+        "--input",
+        input.to_str().expect("utf-8 path"),
+        "--metric",
+        "cpu",
+    ]);
+    assert_success(&output);
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "timestamp,value,forecast,drift_score,failure_probability,confidence,source"
+    );
+    assert_eq!(lines.len(), 121);
+    assert!(lines[1].ends_with(",umbra-default@1"), "{}", lines[1]);
+
+    let drift = |line: &str| -> f64 {
+        line.split(',')
+            .nth(3)
+            .and_then(|d| d.parse().ok())
+            .expect("drift column")
+    };
+    assert_eq!(drift(lines[100]), 0.0, "{}", lines[100]);
+    let peak = lines[101..]
+        .iter()
+        .map(|line| drift(line))
+        .fold(0.0, f64::max);
+    assert!(peak > 0.3, "peak drift after the jump {peak}");
+}
+
+#[test]
+fn replay_rejects_unknown_metric() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let input = dir.path().join("series.csv");
+    std::fs::write(&input, "timestamp,value\n2024-01-01 00:00:00,1\n").expect("write series");
+    let output = umbra(&[
+        "replay",
+        "--input",
+        input.to_str().expect("utf-8 path"),
+        "--metric",
+        "gc",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("unknown metric `gc`"),
+        "{}",
+        text(&output.stderr)
+    );
 }
