@@ -22,7 +22,11 @@
 //! ```
 //!
 //! For the engine to export training data it records every tick's features and every
-//! shadow failure in the [`History`] logs; see [`dataset`](self::dataset) for the shapes.
+//! shadow failure in the [`History`] logs; `docs/MODELS.md` lists the event shapes.
+//!
+//! Where no real shadow runs, a [`ModelTwin`] forecasts a live metric from its own history
+//! and its forecast plays the shadow; [`replay`] drives a recorded series through a twin
+//! and a predictor (`umbra replay`).
 
 mod dataset;
 mod error;
