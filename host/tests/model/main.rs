@@ -2,6 +2,7 @@
 //! files under `models/`.
 
 mod dataset;
+mod features;
 mod loading;
 mod parity;
 mod repository;
