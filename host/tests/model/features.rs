@@ -1,13 +1,13 @@
 //! Feature extraction against a recorded fixture: the slope features that `TrendWindow`
 //! computes must match the ones in `models/data/test.csv`, which `models/train/simulate.py`
-//! computed in Python for the training data. A mismatch would mean the model sees other
+//! computed in Python for the training data. A mismatch would mean the model receives other
 //! numbers in production than it was trained on.
 
 use umbra_host::model::{AssetFeatures, DEFAULT_TREND_TICKS, FEATURE_NAMES, TrendWindow};
 
 use crate::support::{TestResult, model_file};
 
-/// The CSV stores 5 significant digits, so recomputed slopes differ by rounding.
+/// Compares with a tolerance, because the CSV stores 5 significant digits.
 fn close(recomputed: f64, recorded: f64) -> bool {
     (recomputed - recorded).abs() <= 2e-3 * recorded.abs().max(1.0)
 }
