@@ -51,8 +51,8 @@ pub use metadata::{METADATA_FORMAT, ModelMetadata};
 pub use predictor::{LoadedModel, ModelIdentity, Prediction, PredictionSource, Predictor};
 pub use replay::{ReplayRow, SeriesFormat, SeriesPoint, parse_series, replay};
 pub use repository::{
-    ActiveChoice, DEFAULT_METADATA, DEFAULT_ONNX, HistoryEntry, ModelRepository, RULE_BASED,
-    StoredModel, parse_reference,
+    ActiveChoice, DEFAULT_METADATA, DEFAULT_ONNX, DEFAULT_REFERENCE, HistoryEntry, ModelRepository,
+    RULE_BASED, StoredModel, parse_reference,
 };
 pub use rule::rule_based_probability;
 pub use runner::TractModel;

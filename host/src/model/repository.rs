@@ -26,6 +26,9 @@ pub const DEFAULT_ONNX: &[u8] = include_bytes!("../../../models/default.onnx");
 /// The default model's metadata (`models/default.json`).
 pub const DEFAULT_METADATA: &[u8] = include_bytes!("../../../models/default.json");
 
+/// `NAME@VERSION` of the built-in default model, as `models/default.json` declares it.
+pub const DEFAULT_REFERENCE: &str = "umbra-default@1";
+
 /// Name of the rule-based estimate where a model reference is expected.
 pub const RULE_BASED: &str = "rule-based";
 
@@ -142,9 +145,8 @@ impl ModelRepository {
 
     /// Returns the model `reference` (`NAME@VERSION`), or `None` when it is unknown.
     pub fn get(&self, reference: &str) -> Result<Option<StoredModel>, ModelError> {
-        let default = built_in()?;
-        if default.metadata.reference() == reference {
-            return Ok(Some(default));
+        if reference == DEFAULT_REFERENCE {
+            return Ok(Some(built_in()?));
         }
         Ok(self.kv.get(&meta_key(reference))?)
     }
@@ -165,12 +167,12 @@ impl ModelRepository {
     }
 
     /// Returns the active choice: the stored one, or the built-in default when none was
-    /// ever set. A cheap read, meant to be called every tick.
+    /// ever set. One key lookup, meant to be called every tick.
     pub fn active(&self) -> Result<ActiveChoice, ModelError> {
         match self.kv.get::<ActiveChoice>("active")? {
             Some(choice) => Ok(choice),
             None => Ok(ActiveChoice::Model {
-                reference: built_in()?.metadata.reference(),
+                reference: DEFAULT_REFERENCE.to_owned(),
             }),
         }
     }
@@ -240,4 +242,15 @@ fn onnx_key(reference: &str) -> String {
 
 fn meta_key(reference: &str) -> String {
     format!("model/{reference}/meta")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_reference_matches_metadata() -> Result<(), ModelError> {
+        assert_eq!(built_in()?.metadata.reference(), DEFAULT_REFERENCE);
+        Ok(())
+    }
 }
