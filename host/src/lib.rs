@@ -14,5 +14,6 @@ pub mod engine;
 pub mod fault;
 pub mod ingest;
 pub mod load;
+pub mod model;
 pub mod policy;
 pub mod store;

@@ -4,4 +4,5 @@ mod common;
 mod demo;
 mod engine;
 mod ingest_cli;
+mod model_cli;
 mod policy_cli;

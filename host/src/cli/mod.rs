@@ -2,10 +2,12 @@
 
 mod demo;
 mod ingest;
+mod model;
 mod policy;
 mod remote;
 mod run;
 mod timeline;
+mod replay;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,11 @@ enum Command {
     Status(remote::StatusArgs),
     /// Run the whole mission on the bundled demo service, in under three minutes.
     Demo(demo::DemoArgs),
+    /// Import, list, activate and show failure models; export training data.
+    Model(model::ModelArgs),
+    /// Replay a recorded metric series through a model twin and the failure predictor;
+    /// write drift score, failure probability and confidence per timestamp as CSV.
+    Replay(replay::ReplayArgs),
 }
 
 /// Installs the tracing subscriber. `RUST_LOG` overrides the default filter,
@@ -81,5 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback(args) => remote::rollback(args),
         Command::Status(args) => remote::status(args),
         Command::Demo(args) => demo::run(args),
+        Command::Model(args) => model::run(args),
+        Command::Replay(args) => replay::run(args),
     }
 }
