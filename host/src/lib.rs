@@ -11,4 +11,5 @@ pub mod confidence;
 pub mod ingest;
 pub mod load;
 pub mod policy;
+pub mod postgres;
 pub mod store;
