@@ -101,6 +101,10 @@ pub enum PgError {
     #[error("shadow `{0}` is still in recovery after start: it must run as an independent primary")]
     ShadowInRecovery(String),
 
+    /// A SQL workload without transactions, or with all weights 0.
+    #[error("empty SQL workload: add a transaction with a positive weight")]
+    EmptyWorkload,
+
     /// A wait for the server ran out of time.
     #[error("timed out after {seconds} s waiting for {what}")]
     Timeout { what: String, seconds: u64 },

@@ -49,15 +49,23 @@
 mod cluster;
 mod deploy;
 mod error;
+mod executor;
+mod guard;
 mod registry;
 mod server;
 mod settings;
 mod shadow;
+mod sql_report;
+mod workload;
 
 pub use cluster::{CONNECT_TIMEOUT, ClusterSpec, connect};
 pub use deploy::{DeployReport, deploy_settings, rollback_settings, show};
 pub use error::PgError;
+pub use executor::{SqlClosedConfig, SqlOpenConfig, run_sql_closed, run_sql_open};
+pub use guard::ensure_shadow;
 pub use registry::{MARKER_FILE, Registry, ShadowRecord, cleanup_leftovers};
 pub use server::{DEFAULT_OS_USER, Programs, postmaster_pid};
 pub use settings::{Apply, SettingInfo, Settings, check_value, describe, validate};
 pub use shadow::{CloneStats, SHADOW_MARKER_SETTING, Shadow, ShadowConfig};
+pub use sql_report::{ClassReport, SqlErrorClass, SqlErrorCounts, SqlReport};
+pub use workload::{SqlParam, SqlStatement, SqlTransaction, SqlWorkload, drop_pgbench_tables, prepare_pgbench_tables};
