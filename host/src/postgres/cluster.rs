@@ -32,6 +32,10 @@ pub struct ClusterSpec {
     /// whose `pg_settings.context` is `postmaster`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// File that the server writes its output to after Umbra restarts it. `None` uses
+    /// `umbra-server.log` in the data directory.
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for ClusterSpec {
@@ -43,6 +47,7 @@ impl fmt::Debug for ClusterSpec {
             .field("database", &self.database)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("data_dir", &self.data_dir)
+            .field("log_file", &self.log_file)
             .finish()
     }
 }
@@ -64,7 +69,16 @@ impl ClusterSpec {
             database: database.into(),
             password: None,
             data_dir: None,
+            log_file: None,
         }
+    }
+
+    /// Log file for a restart by Umbra: `log_file`, or `umbra-server.log` in the data
+    /// directory. `None` without a data directory.
+    pub fn restart_log_file(&self) -> Option<PathBuf> {
+        self.log_file
+            .clone()
+            .or_else(|| self.data_dir.as_ref().map(|dir| dir.join("umbra-server.log")))
     }
 
     /// Builds the tokio-postgres configuration for this cluster.

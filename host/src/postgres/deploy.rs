@@ -156,8 +156,9 @@ async fn restart_if_pending(spec: &ClusterSpec, programs: &Programs, client: &Cl
             cluster: spec.to_string(),
         });
     };
-    info!(?pending, "restarting the server to apply settings");
-    programs.restart(data_dir).await?;
+    let log_file = spec.restart_log_file().unwrap_or_else(|| data_dir.join("umbra-server.log"));
+    info!(?pending, log_file = %log_file.display(), "restarting the server to apply settings");
+    programs.restart(data_dir, &log_file).await?;
     Ok(true)
 }
 

@@ -197,8 +197,10 @@ impl Programs {
     }
 
     /// Restarts the server of `data_dir` with the options it was started with, and waits
-    /// until it accepts connections again.
-    pub async fn restart(&self, data_dir: &Path) -> Result<(), PgError> {
+    /// until it accepts connections again. The new server writes its output to
+    /// `log_file`, which must be given: without it the server would inherit this
+    /// command's output pipes and `pg_ctl` would never appear to finish.
+    pub async fn restart(&self, data_dir: &Path, log_file: &Path) -> Result<(), PgError> {
         let args: Vec<OsString> = vec![
             "restart".into(),
             "-w".into(),
@@ -208,6 +210,8 @@ impl Programs {
             "fast".into(),
             "-D".into(),
             data_dir.into(),
+            "-l".into(),
+            log_file.into(),
         ];
         self.run("pg_ctl", &args, &[]).await.map(drop)
     }

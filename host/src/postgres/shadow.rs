@@ -89,6 +89,10 @@ impl Shadow {
     ) -> Result<Shadow, PgError> {
         let span = info_span!("postgres_shadow_create", asset = %config.asset, live = %live);
         async move {
+            // Fail with a connection error that names the cluster, not with
+            // pg_basebackup's output, when the live cluster is unreachable or rejects us.
+            drop(connect(live).await?);
+
             let started = Instant::now();
             let created_ms = now_ms();
             let port = match config.port {
@@ -119,6 +123,7 @@ impl Shadow {
                     database: live.database.clone(),
                     password: None,
                     data_dir: Some(data_dir.clone()),
+                    log_file: Some(dir.join("server.log")),
                 },
                 record,
                 stats: CloneStats {
