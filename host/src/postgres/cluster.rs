@@ -61,7 +61,12 @@ impl fmt::Display for ClusterSpec {
 impl ClusterSpec {
     /// Creates a spec for `user` on `database` at `host:port`, without password or data
     /// directory.
-    pub fn new(host: impl Into<String>, port: u16, user: impl Into<String>, database: impl Into<String>) -> Self {
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+        database: impl Into<String>,
+    ) -> Self {
         ClusterSpec {
             host: host.into(),
             port,
@@ -76,9 +81,11 @@ impl ClusterSpec {
     /// Log file for a restart by Umbra: `log_file`, or `umbra-server.log` in the data
     /// directory. `None` without a data directory.
     pub fn restart_log_file(&self) -> Option<PathBuf> {
-        self.log_file
-            .clone()
-            .or_else(|| self.data_dir.as_ref().map(|dir| dir.join("umbra-server.log")))
+        self.log_file.clone().or_else(|| {
+            self.data_dir
+                .as_ref()
+                .map(|dir| dir.join("umbra-server.log"))
+        })
     }
 
     /// Builds the tokio-postgres configuration for this cluster.
@@ -113,14 +120,20 @@ pub async fn connect(spec: &ClusterSpec) -> Result<Client, PgError> {
 }
 
 /// Connects with an adjusted configuration, for example another application name.
-pub(crate) async fn connect_with(spec: &ClusterSpec, config: tokio_postgres::Config) -> Result<Client, PgError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|source| PgError::Connect {
-        host: spec.host.clone(),
-        port: spec.port,
-        user: spec.user.clone(),
-        database: spec.database.clone(),
-        source,
-    })?;
+pub(crate) async fn connect_with(
+    spec: &ClusterSpec,
+    config: tokio_postgres::Config,
+) -> Result<Client, PgError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| PgError::Connect {
+            host: spec.host.clone(),
+            port: spec.port,
+            user: spec.user.clone(),
+            database: spec.database.clone(),
+            source,
+        })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             // Scenarios end connections on purpose, and a stopped shadow ends them all,

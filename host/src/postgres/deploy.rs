@@ -43,7 +43,11 @@ pub struct DeployReport {
 ///
 /// Nothing is changed when a setting is unknown, has an invalid value, or needs a
 /// restart of a cluster whose `data_dir` is not configured.
-pub async fn deploy_settings(spec: &ClusterSpec, programs: &Programs, settings: &Settings) -> Result<DeployReport, PgError> {
+pub async fn deploy_settings(
+    spec: &ClusterSpec,
+    programs: &Programs,
+    settings: &Settings,
+) -> Result<DeployReport, PgError> {
     let span = info_span!("postgres_deploy", cluster = %spec, settings = settings.len());
     apply(spec, programs, settings, &[]).instrument(span).await
 }
@@ -62,15 +66,25 @@ pub async fn rollback_settings(
         .cloned()
         .collect();
     let span = info_span!("postgres_rollback", cluster = %spec, settings = known_good.len(), reset = reset.len());
-    apply(spec, programs, known_good, &reset).instrument(span).await
+    apply(spec, programs, known_good, &reset)
+        .instrument(span)
+        .await
 }
 
-async fn apply(spec: &ClusterSpec, programs: &Programs, settings: &Settings, reset: &[String]) -> Result<DeployReport, PgError> {
+async fn apply(
+    spec: &ClusterSpec,
+    programs: &Programs,
+    settings: &Settings,
+    reset: &[String],
+) -> Result<DeployReport, PgError> {
     let client = connect(spec).await?;
 
     // Validate everything first, so that a bad setting leaves the cluster untouched.
     let infos = validate(&client, settings).await?;
-    let reset_only: Settings = reset.iter().map(|name| (name.clone(), String::new())).collect();
+    let reset_only: Settings = reset
+        .iter()
+        .map(|name| (name.clone(), String::new()))
+        .collect();
     let reset_names: Vec<String> = reset_only.keys().cloned().collect();
     let reset_infos = crate::postgres::settings::describe(&client, &reset_names).await?;
 
@@ -80,18 +94,27 @@ async fn apply(spec: &ClusterSpec, programs: &Programs, settings: &Settings, res
     }
     let needs_restart = settings
         .iter()
-        .filter(|(name, _)| infos.get(*name).is_some_and(|info| info.apply() == Apply::Restart))
+        .filter(|(name, _)| {
+            infos
+                .get(*name)
+                .is_some_and(|info| info.apply() == Apply::Restart)
+        })
         .any(|(name, value)| {
             let info = &infos[name];
             !same_value(info, value, &previous[name])
         })
-        || reset_infos.values().any(|info| info.apply() == Apply::Restart);
+        || reset_infos
+            .values()
+            .any(|info| info.apply() == Apply::Restart);
     if needs_restart && spec.data_dir.is_none() {
         let name = settings
             .keys()
             .chain(reset.iter())
             .find(|name| {
-                infos.get(*name).or_else(|| reset_infos.get(*name)).is_some_and(|info| info.apply() == Apply::Restart)
+                infos
+                    .get(*name)
+                    .or_else(|| reset_infos.get(*name))
+                    .is_some_and(|info| info.apply() == Apply::Restart)
             })
             .cloned()
             .unwrap_or_default();
@@ -103,7 +126,11 @@ async fn apply(spec: &ClusterSpec, programs: &Programs, settings: &Settings, res
 
     let started = Instant::now();
     for (name, value) in settings {
-        let statement = format!("ALTER SYSTEM SET {} = {}", quote_identifier(name), quote_literal(value));
+        let statement = format!(
+            "ALTER SYSTEM SET {} = {}",
+            quote_identifier(name),
+            quote_literal(value)
+        );
         client
             .batch_execute(&statement)
             .await
@@ -111,10 +138,9 @@ async fn apply(spec: &ClusterSpec, programs: &Programs, settings: &Settings, res
     }
     for name in reset {
         let statement = format!("ALTER SYSTEM RESET {}", quote_identifier(name));
-        client
-            .batch_execute(&statement)
-            .await
-            .map_err(|source| PgError::query(format!("reset `{name}` with ALTER SYSTEM"), source))?;
+        client.batch_execute(&statement).await.map_err(|source| {
+            PgError::query(format!("reset `{name}` with ALTER SYSTEM"), source)
+        })?;
     }
     client
         .batch_execute("SELECT pg_reload_conf()")
@@ -133,12 +159,20 @@ async fn apply(spec: &ClusterSpec, programs: &Programs, settings: &Settings, res
         verified,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
-    info!(restarted, duration_ms = report.duration_ms, "settings applied and verified");
+    info!(
+        restarted,
+        duration_ms = report.duration_ms,
+        "settings applied and verified"
+    );
     Ok(report)
 }
 
 /// Restarts the server when a setting waits for a restart. Returns whether it did.
-async fn restart_if_pending(spec: &ClusterSpec, programs: &Programs, client: &Client) -> Result<bool, PgError> {
+async fn restart_if_pending(
+    spec: &ClusterSpec,
+    programs: &Programs,
+    client: &Client,
+) -> Result<bool, PgError> {
     // The postmaster applies the reload asynchronously, so `pending_restart` may lag it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rows = client
@@ -156,7 +190,9 @@ async fn restart_if_pending(spec: &ClusterSpec, programs: &Programs, client: &Cl
             cluster: spec.to_string(),
         });
     };
-    let log_file = spec.restart_log_file().unwrap_or_else(|| data_dir.join("umbra-server.log"));
+    let log_file = spec
+        .restart_log_file()
+        .unwrap_or_else(|| data_dir.join("umbra-server.log"));
     info!(?pending, log_file = %log_file.display(), "restarting the server to apply settings");
     programs.restart(data_dir, &log_file).await?;
     Ok(true)
@@ -176,7 +212,10 @@ async fn verify(
         let mut mismatch = None;
         for (name, expected) in settings {
             let actual = show(&client, name).await?;
-            if !infos.get(name).is_some_and(|info| same_value(info, expected, &actual)) {
+            if !infos
+                .get(name)
+                .is_some_and(|info| same_value(info, expected, &actual))
+            {
                 mismatch = Some((name.clone(), expected.clone(), actual.clone()));
             }
             shown.insert(name.clone(), actual);
@@ -185,7 +224,11 @@ async fn verify(
         match mismatch {
             None => return Ok(shown),
             Some((name, expected, actual)) if Instant::now() >= deadline => {
-                return Err(PgError::NotApplied { name, expected, actual });
+                return Err(PgError::NotApplied {
+                    name,
+                    expected,
+                    actual,
+                });
             }
             Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

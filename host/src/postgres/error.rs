@@ -84,7 +84,9 @@ pub enum PgError {
     RestartImpossible { name: String, cluster: String },
 
     /// `SHOW` returned another value than the one deployed.
-    #[error("setting `{name}` did not take effect: `SHOW {name}` returned `{actual}`, expected `{expected}`")]
+    #[error(
+        "setting `{name}` did not take effect: `SHOW {name}` returned `{actual}`, expected `{expected}`"
+    )]
     NotApplied {
         name: String,
         expected: String,

@@ -86,21 +86,37 @@ pub async fn run_sql_open(
 
     let span = info_span!("sql_load_run", model = "open", shadow = %shadow);
     async move {
-        info!(max_connections = config.max_connections, planned = plan.expected_requests(), "SQL load run started");
+        info!(
+            max_connections = config.max_connections,
+            planned = plan.expected_requests(),
+            "SQL load run started"
+        );
         let started = Instant::now();
         let workload = Arc::new(workload.clone());
-        let admission = Arc::new(Semaphore::new(config.max_connections + config.queue_capacity));
+        let admission = Arc::new(Semaphore::new(
+            config.max_connections + config.queue_capacity,
+        ));
         let (jobs, queue) = mpsc::channel(config.max_connections + config.queue_capacity);
         let queue: JobQueue = Arc::new(Mutex::new(queue));
         let stop = cancel.child_token();
 
         let mut workers = JoinSet::new();
         for index in 0..config.max_connections {
-            let worker = Worker::new(shadow.clone(), workload.clone(), config.transaction_timeout, index, stop.clone())?;
+            let worker = Worker::new(
+                shadow.clone(),
+                workload.clone(),
+                config.transaction_timeout,
+                index,
+                stop.clone(),
+            )?;
             workers.spawn(run_queue_worker(worker, queue.clone()).in_current_span());
         }
         let mut dropped = Tally::new(classes(&workload))?;
-        let first_class = workload.transactions.first().map(|transaction| transaction.class.clone()).unwrap_or_default();
+        let first_class = workload
+            .transactions
+            .first()
+            .map(|transaction| transaction.class.clone())
+            .unwrap_or_default();
 
         for offset in plan.arrivals() {
             let intended = started + offset;
@@ -110,10 +126,21 @@ pub async fn run_sql_open(
                 _ = tokio::time::sleep_until(intended.into()) => {}
             }
             let Ok(permit) = admission.clone().try_acquire_owned() else {
-                dropped.record(&first_class, SqlOutcome::Failed(SqlErrorClass::Dropped), None);
+                dropped.record(
+                    &first_class,
+                    SqlOutcome::Failed(SqlErrorClass::Dropped),
+                    None,
+                );
                 continue;
             };
-            if jobs.send(Job { intended, _admission: permit }).await.is_err() {
+            if jobs
+                .send(Job {
+                    intended,
+                    _admission: permit,
+                })
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -150,7 +177,11 @@ pub async fn run_sql_closed(
 
     let span = info_span!("sql_load_run", model = "closed", shadow = %shadow);
     async move {
-        info!(connections = config.connections, duration_ms = config.duration.as_millis(), "SQL load run started");
+        info!(
+            connections = config.connections,
+            duration_ms = config.duration.as_millis(),
+            "SQL load run started"
+        );
         let started = Instant::now();
         let deadline = started + config.duration;
         let workload = Arc::new(workload.clone());
@@ -158,7 +189,13 @@ pub async fn run_sql_closed(
 
         let mut workers = JoinSet::new();
         for index in 0..config.connections {
-            let worker = Worker::new(shadow.clone(), workload.clone(), config.transaction_timeout, index, stop.clone())?;
+            let worker = Worker::new(
+                shadow.clone(),
+                workload.clone(),
+                config.transaction_timeout,
+                index,
+                stop.clone(),
+            )?;
             workers.spawn(run_closed_worker(worker, deadline).in_current_span());
         }
         let tally = join_workers(workers, Tally::new(classes(&workload))?).await?;
@@ -180,7 +217,11 @@ async fn check_target(shadow: &ClusterSpec, workload: &SqlWorkload) -> Result<()
 }
 
 fn classes(workload: &SqlWorkload) -> Vec<&str> {
-    workload.transactions.iter().map(|transaction| transaction.class.as_str()).collect()
+    workload
+        .transactions
+        .iter()
+        .map(|transaction| transaction.class.as_str())
+        .collect()
 }
 
 async fn join_workers(mut workers: JoinSet<Tally>, mut total: Tally) -> Result<Tally, PgError> {
@@ -280,7 +321,8 @@ impl Worker {
 
         if self.connection.is_none() {
             if let Err(class) = self.connect().await {
-                self.tally.record(&transaction.class, SqlOutcome::Failed(class), None);
+                self.tally
+                    .record(&transaction.class, SqlOutcome::Failed(class), None);
                 tokio::time::sleep(self.backoff).await;
                 self.backoff = (self.backoff * 2).min(CONNECT_BACKOFF_MAX);
                 return;
@@ -298,7 +340,8 @@ impl Worker {
                 SqlOutcome::Failed(SqlErrorClass::ClientTimeout)
             }
         };
-        self.tally.record(&transaction.class, outcome, Some(intended.elapsed()));
+        self.tally
+            .record(&transaction.class, outcome, Some(intended.elapsed()));
     }
 
     async fn connect(&mut self) -> Result<(), SqlErrorClass> {
@@ -319,7 +362,10 @@ impl Worker {
         for transaction in &self.workload.transactions {
             let mut statements = Vec::with_capacity(transaction.statements.len());
             for statement in &transaction.statements {
-                let statement = client.prepare(&statement.sql).await.map_err(|error| SqlErrorClass::of(&error))?;
+                let statement = client
+                    .prepare(&statement.sql)
+                    .await
+                    .map_err(|error| SqlErrorClass::of(&error))?;
                 statements.push(statement);
             }
             prepared.push(statements);
@@ -336,7 +382,14 @@ impl Worker {
         };
         let explicit = transaction.statements.len() > 1 || transaction.read_only;
 
-        let result = execute_transaction(client, &prepared[index], transaction, explicit, &mut self.random).await;
+        let result = execute_transaction(
+            client,
+            &prepared[index],
+            transaction,
+            explicit,
+            &mut self.random,
+        )
+        .await;
         let Err(error) = result else {
             return Ok(());
         };
@@ -358,12 +411,19 @@ async fn execute_transaction(
     random: &mut fastrand::Rng,
 ) -> Result<(), tokio_postgres::Error> {
     if explicit {
-        let begin = if transaction.read_only { "BEGIN READ ONLY" } else { "BEGIN" };
+        let begin = if transaction.read_only {
+            "BEGIN READ ONLY"
+        } else {
+            "BEGIN"
+        };
         client.batch_execute(begin).await?;
     }
     for (statement, prepared) in transaction.statements.iter().zip(prepared) {
-        let values: Vec<Box<dyn ToSql + Sync + Send>> =
-            statement.params.iter().map(|param| param.draw(random)).collect();
+        let values: Vec<Box<dyn ToSql + Sync + Send>> = statement
+            .params
+            .iter()
+            .map(|param| param.draw(random))
+            .collect();
         let params: Vec<&(dyn ToSql + Sync)> = values
             .iter()
             .map(|value| value.as_ref() as &(dyn ToSql + Sync))

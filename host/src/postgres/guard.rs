@@ -13,7 +13,10 @@ use crate::postgres::shadow::SHADOW_MARKER_SETTING;
 /// Returns an error unless the server behind `client` is an Umbra shadow.
 pub async fn ensure_shadow(client: &Client, spec: &ClusterSpec) -> Result<(), PgError> {
     let row = client
-        .query_one("SELECT current_setting($1, true)", &[&SHADOW_MARKER_SETTING])
+        .query_one(
+            "SELECT current_setting($1, true)",
+            &[&SHADOW_MARKER_SETTING],
+        )
         .await
         .map_err(|source| PgError::query("read the shadow marker setting", source))?;
     let marker: Option<String> = row.get(0);

@@ -43,7 +43,10 @@ impl MetricsCollector {
     /// postmaster's process tree on this machine is measured too.
     pub fn new(labels: &[(&str, &str)], data_dir: Option<PathBuf>) -> MetricsCollector {
         MetricsCollector {
-            labels: labels.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect(),
+            labels: labels
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
             data_dir,
             previous: None,
         }
@@ -51,7 +54,11 @@ impl MetricsCollector {
 
     /// Reads the statistics views through `client` and returns one sample per series at
     /// `ts_ms`.
-    pub async fn collect(&mut self, client: &Client, ts_ms: i64) -> Result<Vec<SeriesSamples>, PgError> {
+    pub async fn collect(
+        &mut self,
+        client: &Client,
+        ts_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, PgError> {
         let mut out = Vec::new();
         // Statistics views keep a snapshot per transaction; each collection wants fresh ones.
         client
@@ -75,12 +82,42 @@ impl MetricsCollector {
         let temp_bytes: i64 = row.get(3);
         let hits: i64 = row.get(4);
         let reads: i64 = row.get(5);
-        self.push(&mut out, "umbra_pg_xact_commit_total", &[], ts_ms, counters.commits as f64);
-        self.push(&mut out, "umbra_pg_xact_rollback_total", &[], ts_ms, counters.rollbacks as f64);
-        self.push(&mut out, "umbra_pg_deadlocks_total", &[], ts_ms, deadlocks as f64);
-        self.push(&mut out, "umbra_pg_temp_bytes_total", &[], ts_ms, temp_bytes as f64);
+        self.push(
+            &mut out,
+            "umbra_pg_xact_commit_total",
+            &[],
+            ts_ms,
+            counters.commits as f64,
+        );
+        self.push(
+            &mut out,
+            "umbra_pg_xact_rollback_total",
+            &[],
+            ts_ms,
+            counters.rollbacks as f64,
+        );
+        self.push(
+            &mut out,
+            "umbra_pg_deadlocks_total",
+            &[],
+            ts_ms,
+            deadlocks as f64,
+        );
+        self.push(
+            &mut out,
+            "umbra_pg_temp_bytes_total",
+            &[],
+            ts_ms,
+            temp_bytes as f64,
+        );
         if hits + reads > 0 {
-            self.push(&mut out, "umbra_pg_cache_hit_ratio", &[], ts_ms, hits as f64 / (hits + reads) as f64);
+            self.push(
+                &mut out,
+                "umbra_pg_cache_hit_ratio",
+                &[],
+                ts_ms,
+                hits as f64 / (hits + reads) as f64,
+            );
         }
 
         let now = Instant::now();
@@ -89,8 +126,20 @@ impl MetricsCollector {
             if seconds > 0.0 {
                 let tps = (counters.commits - before.commits) as f64 / seconds;
                 let rollbacks = (counters.rollbacks - before.rollbacks) as f64 / seconds;
-                self.push(&mut out, "umbra_pg_transactions_per_second", &[], ts_ms, tps);
-                self.push(&mut out, "umbra_pg_rollbacks_per_second", &[], ts_ms, rollbacks);
+                self.push(
+                    &mut out,
+                    "umbra_pg_transactions_per_second",
+                    &[],
+                    ts_ms,
+                    tps,
+                );
+                self.push(
+                    &mut out,
+                    "umbra_pg_rollbacks_per_second",
+                    &[],
+                    ts_ms,
+                    rollbacks,
+                );
             }
         }
         self.previous = Some((now, counters));
@@ -101,7 +150,12 @@ impl MetricsCollector {
         Ok(out)
     }
 
-    async fn collect_activity(&self, client: &Client, ts_ms: i64, out: &mut Vec<SeriesSamples>) -> Result<(), PgError> {
+    async fn collect_activity(
+        &self,
+        client: &Client,
+        ts_ms: i64,
+        out: &mut Vec<SeriesSamples>,
+    ) -> Result<(), PgError> {
         let rows = client
             .query(
                 "SELECT coalesce(state, 'other'), count(*) FROM pg_stat_activity \
@@ -118,7 +172,13 @@ impl MetricsCollector {
                 .map(|row| row.get(1))
                 .unwrap_or(0);
             let label = state.replace(' ', "_");
-            self.push(out, "umbra_pg_connections", &[("state", &label)], ts_ms, count as f64);
+            self.push(
+                out,
+                "umbra_pg_connections",
+                &[("state", &label)],
+                ts_ms,
+                count as f64,
+            );
         }
         for row in &rows {
             used += row.get::<_, i64>(1);
@@ -137,21 +197,59 @@ impl MetricsCollector {
             .await
             .map_err(|source| PgError::query("read pg_locks and pg_stat_activity", source))?;
         let max_connections: i64 = row.get(0);
-        self.push(out, "umbra_pg_max_connections", &[], ts_ms, max_connections as f64);
+        self.push(
+            out,
+            "umbra_pg_max_connections",
+            &[],
+            ts_ms,
+            max_connections as f64,
+        );
         if max_connections > 0 {
-            self.push(out, "umbra_pg_connections_used_ratio", &[], ts_ms, used as f64 / max_connections as f64);
+            self.push(
+                out,
+                "umbra_pg_connections_used_ratio",
+                &[],
+                ts_ms,
+                used as f64 / max_connections as f64,
+            );
         }
-        self.push(out, "umbra_pg_lock_waits", &[], ts_ms, row.get::<_, i64>(1) as f64);
-        self.push(out, "umbra_pg_slow_queries", &[], ts_ms, row.get::<_, i64>(2) as f64);
-        self.push(out, "umbra_pg_longest_query_seconds", &[], ts_ms, row.get(3));
+        self.push(
+            out,
+            "umbra_pg_lock_waits",
+            &[],
+            ts_ms,
+            row.get::<_, i64>(1) as f64,
+        );
+        self.push(
+            out,
+            "umbra_pg_slow_queries",
+            &[],
+            ts_ms,
+            row.get::<_, i64>(2) as f64,
+        );
+        self.push(
+            out,
+            "umbra_pg_longest_query_seconds",
+            &[],
+            ts_ms,
+            row.get(3),
+        );
         Ok(())
     }
 
     /// Mean execution time and calls of the statements with the most total time, when
     /// `pg_stat_statements` is installed in the database.
-    async fn collect_statements(&self, client: &Client, ts_ms: i64, out: &mut Vec<SeriesSamples>) -> Result<(), PgError> {
+    async fn collect_statements(
+        &self,
+        client: &Client,
+        ts_ms: i64,
+        out: &mut Vec<SeriesSamples>,
+    ) -> Result<(), PgError> {
         let installed: bool = client
-            .query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')", &[])
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')",
+                &[],
+            )
             .await
             .map_err(|source| PgError::query("check for pg_stat_statements", source))?
             .get(0);
@@ -177,8 +275,20 @@ impl MetricsCollector {
         for row in rows {
             let statement = format!("{:x}", row.get::<_, i64>(0));
             let labels = [("statement", statement.as_str())];
-            self.push(out, "umbra_pg_statement_calls_total", &labels, ts_ms, row.get::<_, i64>(1) as f64);
-            self.push(out, "umbra_pg_statement_mean_seconds", &labels, ts_ms, row.get::<_, f64>(2) / 1e3);
+            self.push(
+                out,
+                "umbra_pg_statement_calls_total",
+                &labels,
+                ts_ms,
+                row.get::<_, i64>(1) as f64,
+            );
+            self.push(
+                out,
+                "umbra_pg_statement_mean_seconds",
+                &labels,
+                ts_ms,
+                row.get::<_, f64>(2) / 1e3,
+            );
         }
         Ok(())
     }
@@ -189,9 +299,27 @@ impl MetricsCollector {
         };
         match tree_usage(pid) {
             Ok(usage) => {
-                self.push(out, "umbra_pg_process_cpu_seconds_total", &[], ts_ms, usage.cpu_seconds);
-                self.push(out, "umbra_pg_process_resident_bytes", &[], ts_ms, usage.resident_bytes as f64);
-                self.push(out, "umbra_pg_processes", &[], ts_ms, usage.processes as f64);
+                self.push(
+                    out,
+                    "umbra_pg_process_cpu_seconds_total",
+                    &[],
+                    ts_ms,
+                    usage.cpu_seconds,
+                );
+                self.push(
+                    out,
+                    "umbra_pg_process_resident_bytes",
+                    &[],
+                    ts_ms,
+                    usage.resident_bytes as f64,
+                );
+                self.push(
+                    out,
+                    "umbra_pg_processes",
+                    &[],
+                    ts_ms,
+                    usage.processes as f64,
+                );
             }
             Err(error) => debug!(%error, pid, "failed to read the postmaster's process tree"),
         }
@@ -203,12 +331,28 @@ impl MetricsCollector {
     pub fn load_samples(&self, report: &SqlReport, ts_ms: i64) -> Vec<SeriesSamples> {
         let mut out = Vec::new();
         for (class, figures) in &report.by_class {
-            for (quantile, micros) in [("0.5", figures.latency.p50_us), ("0.9", figures.latency.p90_us), ("0.99", figures.latency.p99_us)] {
+            for (quantile, micros) in [
+                ("0.5", figures.latency.p50_us),
+                ("0.9", figures.latency.p90_us),
+                ("0.99", figures.latency.p99_us),
+            ] {
                 let labels = [("class", class.as_str()), ("quantile", quantile)];
-                self.push(&mut out, "umbra_pg_query_latency_seconds", &labels, ts_ms, micros as f64 / 1e6);
+                self.push(
+                    &mut out,
+                    "umbra_pg_query_latency_seconds",
+                    &labels,
+                    ts_ms,
+                    micros as f64 / 1e6,
+                );
             }
         }
-        self.push(&mut out, "umbra_pg_load_committed_per_second", &[], ts_ms, report.committed_tps);
+        self.push(
+            &mut out,
+            "umbra_pg_load_committed_per_second",
+            &[],
+            ts_ms,
+            report.committed_tps,
+        );
         let errors = &report.errors;
         for (class, count) in [
             ("deadlock", errors.deadlock),
@@ -216,19 +360,39 @@ impl MetricsCollector {
             ("lock_timeout", errors.lock_timeout),
             ("too_many_connections", errors.too_many_connections),
             ("connection", errors.connection),
-            ("other", errors.other_sql + errors.serialization + errors.client_timeout + errors.dropped),
+            (
+                "other",
+                errors.other_sql + errors.serialization + errors.client_timeout + errors.dropped,
+            ),
         ] {
-            self.push(&mut out, "umbra_pg_load_errors_total", &[("error", class)], ts_ms, count as f64);
+            self.push(
+                &mut out,
+                "umbra_pg_load_errors_total",
+                &[("error", class)],
+                ts_ms,
+                count as f64,
+            );
         }
         out
     }
 
-    fn push(&self, out: &mut Vec<SeriesSamples>, name: &str, extra: &[(&str, &str)], ts_ms: i64, value: f64) {
+    fn push(
+        &self,
+        out: &mut Vec<SeriesSamples>,
+        name: &str,
+        extra: &[(&str, &str)],
+        ts_ms: i64,
+        value: f64,
+    ) {
         let pairs = self
             .labels
             .iter()
             .map(|(name, value)| (name.clone(), value.clone()))
-            .chain(extra.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
+            .chain(
+                extra
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+            );
         match Labels::new(name, pairs) {
             Ok(labels) => out.push(SeriesSamples {
                 labels,

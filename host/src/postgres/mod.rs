@@ -74,4 +74,7 @@ pub use server::{DEFAULT_OS_USER, Programs, postmaster_pid};
 pub use settings::{Apply, SettingInfo, Settings, check_value, describe, validate};
 pub use shadow::{CloneStats, SHADOW_MARKER_SETTING, Shadow, ShadowConfig};
 pub use sql_report::{ClassReport, SqlErrorClass, SqlErrorCounts, SqlReport};
-pub use workload::{SqlParam, SqlStatement, SqlTransaction, SqlWorkload, drop_pgbench_tables, prepare_pgbench_tables};
+pub use workload::{
+    SqlParam, SqlStatement, SqlTransaction, SqlWorkload, drop_pgbench_tables,
+    prepare_pgbench_tables,
+};

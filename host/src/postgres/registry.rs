@@ -72,16 +72,19 @@ impl Registry {
 /// Stops and removes every shadow recorded in `registry` and returns their ids. Call it
 /// at start-up, before creating new shadows: anything still recorded was left behind by
 /// a run that did not finish.
-pub async fn cleanup_leftovers(registry: &Registry, programs: &Programs) -> Result<Vec<String>, PgError> {
+pub async fn cleanup_leftovers(
+    registry: &Registry,
+    programs: &Programs,
+) -> Result<Vec<String>, PgError> {
     let mut removed = Vec::new();
     for record in registry.records()? {
         let marker = std::fs::read_to_string(record.dir.join(MARKER_FILE)).ok();
         match marker {
             Some(id) if id.trim() == record.id => {
-                if postmaster_pid(&record.data_dir).is_some() {
-                    if let Err(error) = programs.stop(&record.data_dir, true).await {
-                        warn!(id = %record.id, %error, "failed to stop leftover shadow, removing its directory anyway");
-                    }
+                if postmaster_pid(&record.data_dir).is_some()
+                    && let Err(error) = programs.stop(&record.data_dir, true).await
+                {
+                    warn!(id = %record.id, %error, "failed to stop leftover shadow, removing its directory anyway");
                 }
                 remove_dir(&record.dir)?;
             }

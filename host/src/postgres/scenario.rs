@@ -41,7 +41,11 @@ pub enum Scenario {
     },
     /// One transaction holds `rows` row locks for `hold_ms` while `writers` writers
     /// each try to update one of those rows.
-    LockContention { rows: usize, writers: usize, hold_ms: u64 },
+    LockContention {
+        rows: usize,
+        writers: usize,
+        hold_ms: u64,
+    },
     /// Open connections until `max_connections` refuses them, then `extra_attempts`
     /// more, and hold them for `hold_ms`. Opens at most `max_connections +
     /// extra_attempts` connections.
@@ -94,7 +98,11 @@ pub struct ScenarioReport {
 
 /// Runs `scenario` in the shadow `shadow` and returns what it provoked. `cancel` ends it
 /// early; its table and connections are removed either way.
-pub async fn run_scenario(shadow: &ClusterSpec, scenario: &Scenario, cancel: CancellationToken) -> Result<ScenarioReport, PgError> {
+pub async fn run_scenario(
+    shadow: &ClusterSpec,
+    scenario: &Scenario,
+    cancel: CancellationToken,
+) -> Result<ScenarioReport, PgError> {
     let span = info_span!("postgres_scenario", scenario = scenario.name(), shadow = %shadow);
     async move {
         let control = connect(shadow).await?;
@@ -113,20 +121,67 @@ pub async fn run_scenario(shadow: &ClusterSpec, scenario: &Scenario, cancel: Can
         };
 
         let outcome = match scenario {
-            Scenario::Deadlock { pairs, rounds, deadlock_timeout_ms } => {
-                crate::postgres::scenario_locks::deadlocks(shadow, &control, *pairs, *rounds, *deadlock_timeout_ms, &mut tally, &cancel).await
+            Scenario::Deadlock {
+                pairs,
+                rounds,
+                deadlock_timeout_ms,
+            } => {
+                crate::postgres::scenario_locks::deadlocks(
+                    shadow,
+                    &control,
+                    *pairs,
+                    *rounds,
+                    *deadlock_timeout_ms,
+                    &mut tally,
+                    &cancel,
+                )
+                .await
             }
-            Scenario::LockContention { rows, writers, hold_ms } => {
-                crate::postgres::scenario_locks::lock_contention(shadow, &control, *rows, *writers, Duration::from_millis(*hold_ms), &mut tally, &cancel).await
+            Scenario::LockContention {
+                rows,
+                writers,
+                hold_ms,
+            } => {
+                crate::postgres::scenario_locks::lock_contention(
+                    shadow,
+                    &control,
+                    *rows,
+                    *writers,
+                    Duration::from_millis(*hold_ms),
+                    &mut tally,
+                    &cancel,
+                )
+                .await
             }
-            Scenario::ConnectionExhaustion { extra_attempts, hold_ms } => {
+            Scenario::ConnectionExhaustion {
+                extra_attempts,
+                hold_ms,
+            } => {
                 let limit = usize::try_from(max_connections.max(0)).unwrap_or(0) + extra_attempts;
-                crate::postgres::scenario_load::exhaust_connections(shadow, limit, Duration::from_millis(*hold_ms), &mut tally, &cancel)
-                    .await
-                    .map(|held| report.max_connections_held = held)
+                crate::postgres::scenario_load::exhaust_connections(
+                    shadow,
+                    limit,
+                    Duration::from_millis(*hold_ms),
+                    &mut tally,
+                    &cancel,
+                )
+                .await
+                .map(|held| report.max_connections_held = held)
             }
-            Scenario::SlowQueryStorm { connections, work_rows, duration_ms } => {
-                crate::postgres::scenario_load::slow_query_storm(shadow, *connections, *work_rows, Duration::from_millis(*duration_ms), &mut tally, &cancel).await
+            Scenario::SlowQueryStorm {
+                connections,
+                work_rows,
+                duration_ms,
+            } => {
+                crate::postgres::scenario_load::slow_query_storm(
+                    shadow,
+                    *connections,
+                    *work_rows,
+                    Duration::from_millis(*duration_ms),
+                    &mut tally,
+                    &cancel,
+                )
+                .await
             }
         };
         let observed = observer.finish().await;
@@ -161,9 +216,15 @@ pub async fn run_scenario(shadow: &ClusterSpec, scenario: &Scenario, cancel: Can
 
 /// `pg_stat_database.deadlocks` of the current database.
 pub(crate) async fn database_deadlocks(client: &Client) -> Result<i64, PgError> {
-    client.batch_execute("SELECT pg_stat_clear_snapshot()").await.map_err(|source| PgError::query("clear the statistics snapshot", source))?;
+    client
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .await
+        .map_err(|source| PgError::query("clear the statistics snapshot", source))?;
     let row = client
-        .query_one("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()", &[])
+        .query_one(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
         .await
         .map_err(|source| PgError::query("read pg_stat_database.deadlocks", source))?;
     Ok(row.get(0))
@@ -171,7 +232,10 @@ pub(crate) async fn database_deadlocks(client: &Client) -> Result<i64, PgError> 
 
 pub(crate) async fn int_setting(client: &Client, name: &str) -> Result<i64, PgError> {
     let row = client
-        .query_one("SELECT setting::bigint FROM pg_settings WHERE name = $1", &[&name])
+        .query_one(
+            "SELECT setting::bigint FROM pg_settings WHERE name = $1",
+            &[&name],
+        )
         .await
         .map_err(|source| PgError::query(format!("read setting `{name}`"), source))?;
     Ok(row.get(0))
@@ -180,7 +244,10 @@ pub(crate) async fn int_setting(client: &Client, name: &str) -> Result<i64, PgEr
 /// Drops `table` from the shadow, logging instead of failing: the scenario's own
 /// result matters more than a leftover table, which the next run replaces.
 pub(crate) async fn drop_table(client: &Client, table: &str) {
-    if let Err(error) = client.batch_execute(&format!("DROP TABLE IF EXISTS {table}")).await {
+    if let Err(error) = client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+        .await
+    {
         warn!(%error, table, "failed to drop scenario table");
     }
 }
@@ -233,7 +300,10 @@ impl Observer {
             }
             observed
         });
-        Observer { stop, task: Some(task) }
+        Observer {
+            stop,
+            task: Some(task),
+        }
     }
 
     async fn finish(self) -> Observed {

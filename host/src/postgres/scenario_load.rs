@@ -30,7 +30,11 @@ pub(crate) async fn exhaust_connections(
         let started = Instant::now();
         match scenario_client(shadow).await {
             Ok(client) => {
-                tally.record("connection_exhaustion", SqlOutcome::Committed, Some(started.elapsed()));
+                tally.record(
+                    "connection_exhaustion",
+                    SqlOutcome::Committed,
+                    Some(started.elapsed()),
+                );
                 held.push(client);
             }
             Err(PgError::Connect { source, .. }) => {
@@ -94,7 +98,8 @@ pub(crate) async fn slow_query_storm(
     }
 
     while let Some(joined) = tasks.join_next().await {
-        let outcomes = joined.map_err(|error| PgError::Load(crate::load::LoadError::WorkerFailed(error)))?;
+        let outcomes =
+            joined.map_err(|error| PgError::Load(crate::load::LoadError::WorkerFailed(error)))?;
         for (outcome, latency) in outcomes {
             tally.record("slow_query_storm", outcome, Some(latency));
         }

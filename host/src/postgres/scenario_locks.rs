@@ -61,7 +61,9 @@ async fn run_pairs(
             let client = scenario_client(shadow).await?;
             if let Some(timeout) = deadlock_timeout_ms {
                 // Only superusers may lower it; the scenario still works at the default.
-                let _ = client.batch_execute(&format!("SET deadlock_timeout = '{timeout}ms'")).await;
+                let _ = client
+                    .batch_execute(&format!("SET deadlock_timeout = '{timeout}ms'"))
+                    .await;
             }
             let barrier = barrier.clone();
             let cancel = cancel.clone();
@@ -81,7 +83,8 @@ async fn run_pairs(
     }
 
     while let Some(joined) = tasks.join_next().await {
-        let outcomes = joined.map_err(|error| PgError::Load(crate::load::LoadError::WorkerFailed(error)))?;
+        let outcomes =
+            joined.map_err(|error| PgError::Load(crate::load::LoadError::WorkerFailed(error)))?;
         for (outcome, latency) in outcomes {
             tally.record("deadlock", outcome, Some(latency));
         }
@@ -153,7 +156,9 @@ async fn hold_and_wait(
 ) -> Result<(), PgError> {
     let holder = scenario_client(shadow).await?;
     holder
-        .batch_execute(&format!("BEGIN; SELECT id FROM {CONTENTION_TABLE} FOR UPDATE;"))
+        .batch_execute(&format!(
+            "BEGIN; SELECT id FROM {CONTENTION_TABLE} FOR UPDATE;"
+        ))
         .await
         .map_err(|source| PgError::query("lock the contention scenario rows", source))?;
 
@@ -182,7 +187,8 @@ async fn hold_and_wait(
         .map_err(|source| PgError::query("release the contention scenario locks", source))?;
 
     while let Some(joined) = tasks.join_next().await {
-        let (outcome, latency) = joined.map_err(|error| PgError::Load(crate::load::LoadError::WorkerFailed(error)))?;
+        let (outcome, latency) =
+            joined.map_err(|error| PgError::Load(crate::load::LoadError::WorkerFailed(error)))?;
         tally.record("lock_contention", outcome, Some(latency));
     }
     Ok(())

@@ -76,7 +76,12 @@ impl Programs {
 
     /// Runs `program` with `args` as the server user and returns its standard output.
     /// `env` adds environment variables, such as `PGPASSWORD`.
-    pub async fn run(&self, program: &str, args: &[OsString], env: &[(&str, &str)]) -> Result<String, PgError> {
+    pub async fn run(
+        &self,
+        program: &str,
+        args: &[OsString],
+        env: &[(&str, &str)],
+    ) -> Result<String, PgError> {
         let path = self.program(program)?;
         let mut command = match &self.os_user {
             Some(user) if must_switch_to(user) => {
@@ -87,7 +92,10 @@ impl Programs {
             _ => Command::new(&path),
         };
         command.args(args).envs(env.iter().copied());
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // Start in a directory that the server user can read, or `pg_ctl` warns.
         command.current_dir("/");
         command.kill_on_drop(true);
@@ -110,7 +118,8 @@ impl Programs {
     /// Creates `dir` (and missing parents) with mode 0700, owned by the server user, so
     /// that `initdb`, `pg_basebackup` and the server can write there.
     pub async fn prepare_dir(&self, dir: &Path) -> Result<(), PgError> {
-        std::fs::create_dir_all(dir).map_err(|source| PgError::io("create directory", dir, source))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| PgError::io("create directory", dir, source))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|source| PgError::io("set permissions of", dir, source))?;
         if let Some(user) = self.os_user.as_deref().filter(|user| must_switch_to(user)) {
@@ -176,7 +185,12 @@ impl Programs {
 
     /// Starts the server of `data_dir` and waits until it accepts connections. `options`
     /// are `-c name=value` overrides, which outrank every configuration file.
-    pub async fn start(&self, data_dir: &Path, log_file: &Path, options: &[(String, String)]) -> Result<(), PgError> {
+    pub async fn start(
+        &self,
+        data_dir: &Path,
+        log_file: &Path,
+        options: &[(String, String)],
+    ) -> Result<(), PgError> {
         let mut server_options = String::new();
         for (name, value) in options {
             server_options.push_str(&format!(" -c {name}={}", quote_option(value)));
@@ -249,7 +263,11 @@ fn quote_option(value: &str) -> String {
         }
         quoted.push(character);
     }
-    if quoted.is_empty() { "''".to_owned() } else { quoted }
+    if quoted.is_empty() {
+        "''".to_owned()
+    } else {
+        quoted
+    }
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -305,7 +323,9 @@ mod tests {
     fn missing_program_error_names_it() {
         let programs = Programs::locate(Some(PathBuf::from("/nonexistent/bin")), None);
 
-        let error = programs.program("pg_basebackup").expect_err("missing program");
+        let error = programs
+            .program("pg_basebackup")
+            .expect_err("missing program");
 
         let message = error.to_string();
         assert!(message.contains("`pg_basebackup`"), "{message}");

@@ -55,7 +55,10 @@ impl SettingInfo {
 
 /// Reads the `pg_settings` rows of `names`. Names that the server does not know are
 /// missing from the result.
-pub async fn describe(client: &Client, names: &[String]) -> Result<BTreeMap<String, SettingInfo>, PgError> {
+pub async fn describe(
+    client: &Client,
+    names: &[String],
+) -> Result<BTreeMap<String, SettingInfo>, PgError> {
     let rows = client
         .query(
             "SELECT name, context, vartype, unit, min_val, max_val, enumvals \
@@ -87,7 +90,10 @@ pub async fn describe(client: &Client, names: &[String]) -> Result<BTreeMap<Stri
 /// Checks every setting in `settings` against the server's `pg_settings`, without
 /// changing anything, and returns their descriptions. The error names the first setting
 /// that is unknown, cannot be changed or has an invalid value.
-pub async fn validate(client: &Client, settings: &Settings) -> Result<BTreeMap<String, SettingInfo>, PgError> {
+pub async fn validate(
+    client: &Client,
+    settings: &Settings,
+) -> Result<BTreeMap<String, SettingInfo>, PgError> {
     let names: Vec<String> = settings.keys().cloned().collect();
     let infos = describe(client, &names).await?;
 
@@ -96,7 +102,9 @@ pub async fn validate(client: &Client, settings: &Settings) -> Result<BTreeMap<S
             let hint = similar_setting(client, name).await?;
             return Err(PgError::UnknownSetting {
                 name: name.clone(),
-                hint: hint.map(|similar| format!(": did you mean `{similar}`?")).unwrap_or_default(),
+                hint: hint
+                    .map(|similar| format!(": did you mean `{similar}`?"))
+                    .unwrap_or_default(),
             });
         };
         check_value(info, value)?;
@@ -113,7 +121,9 @@ pub fn check_value(info: &SettingInfo, value: &str) -> Result<(), PgError> {
     };
 
     if info.context == "internal" {
-        return Err(invalid("this setting is fixed when PostgreSQL is built and cannot be changed".to_owned()));
+        return Err(invalid(
+            "this setting is fixed when PostgreSQL is built and cannot be changed".to_owned(),
+        ));
     }
     match info.vartype.as_str() {
         "bool" => parse_bool(value)
@@ -138,17 +148,25 @@ pub fn check_value(info: &SettingInfo, value: &str) -> Result<(), PgError> {
                     "expected a value between {} and {}{}",
                     info.min.unwrap_or(f64::NEG_INFINITY),
                     info.max.unwrap_or(f64::INFINITY),
-                    unit.map(|unit| format!(" (in `{unit}`)")).unwrap_or_default()
+                    unit.map(|unit| format!(" (in `{unit}`)"))
+                        .unwrap_or_default()
                 )));
             }
             Ok(())
         }
         "enum" => {
             let lower = value.to_ascii_lowercase();
-            if info.enum_values.iter().any(|allowed| allowed.eq_ignore_ascii_case(&lower)) {
+            if info
+                .enum_values
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(&lower))
+            {
                 Ok(())
             } else {
-                Err(invalid(format!("expected one of {}", info.enum_values.join(", "))))
+                Err(invalid(format!(
+                    "expected one of {}",
+                    info.enum_values.join(", ")
+                )))
             }
         }
         _ => Ok(()),
@@ -165,8 +183,13 @@ pub fn same_value(info: &SettingInfo, expected: &str, shown: &str) -> bool {
                 (Some(expected), Some(shown)) => {
                     let tolerance = 1e-9 * expected.abs().max(1.0);
                     // PostgreSQL rounds an integer setting to its base unit.
-                    let expected = if info.vartype == "integer" { expected.round() } else { expected };
-                    (expected - shown).abs() <= tolerance.max(if info.vartype == "integer" { 0.5 } else { 0.0 })
+                    let expected = if info.vartype == "integer" {
+                        expected.round()
+                    } else {
+                        expected
+                    };
+                    (expected - shown).abs()
+                        <= tolerance.max(if info.vartype == "integer" { 0.5 } else { 0.0 })
                 }
                 _ => false,
             }
@@ -177,7 +200,11 @@ pub fn same_value(info: &SettingInfo, expected: &str, shown: &str) -> bool {
 }
 
 fn normalize_list(value: &str) -> String {
-    value.split(',').map(str::trim).collect::<Vec<_>>().join(",")
+    value
+        .split(',')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses a boolean the way PostgreSQL's `parse_bool` does for full words.
@@ -194,7 +221,9 @@ fn parse_bool(value: &str) -> Option<bool> {
 pub(crate) fn parse_number(value: &str, base_unit: Option<&str>) -> Option<f64> {
     let value = value.trim();
     let split = value
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E'))
+        .find(|c: char| {
+            !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E')
+        })
         .unwrap_or(value.len());
     // No PostgreSQL unit starts with `e`, so an exponent cannot be mistaken for a unit.
     let (number, unit) = value.split_at(split);
@@ -205,7 +234,8 @@ pub(crate) fn parse_number(value: &str, base_unit: Option<&str>) -> Option<f64> 
     }
 
     let base = base_unit?;
-    let (base_scale, base_kind) = unit_scale(base.trim_start_matches(|c: char| c.is_ascii_digit()))?;
+    let (base_scale, base_kind) =
+        unit_scale(base.trim_start_matches(|c: char| c.is_ascii_digit()))?;
     let base_multiple: f64 = base
         .split(|c: char| !c.is_ascii_digit())
         .next()
@@ -256,7 +286,9 @@ async fn similar_setting(client: &Client, name: &str) -> Result<Option<String>, 
         .map(|row| row.get::<_, String>(0))
         .map(|candidate| (edit_distance(name, &candidate), candidate))
         .min();
-    Ok(best.filter(|(distance, _)| *distance <= 3).map(|(_, candidate)| candidate))
+    Ok(best
+        .filter(|(distance, _)| *distance <= 3)
+        .map(|(_, candidate)| candidate))
 }
 
 /// Levenshtein distance between two ASCII-ish strings, by characters.

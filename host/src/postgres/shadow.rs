@@ -147,7 +147,9 @@ impl Shadow {
 
             make_independent(programs, &data_dir, &config.settings).await?;
             let options = server_options(&dir, port, &config.asset);
-            programs.start(&data_dir, &dir.join("server.log"), &options).await?;
+            programs
+                .start(&data_dir, &dir.join("server.log"), &options)
+                .await?;
 
             let client = connect(&shadow.spec).await?;
             let in_recovery: bool = client
@@ -173,7 +175,13 @@ impl Shadow {
                 lag_bytes,
                 lag_ms: elapsed_ms(backup_ended),
             };
-            info!(id, port, creation_ms = shadow.stats.creation_ms, disk_bytes = shadow.stats.disk_bytes, "shadow started");
+            info!(
+                id,
+                port,
+                creation_ms = shadow.stats.creation_ms,
+                disk_bytes = shadow.stats.disk_bytes,
+                "shadow started"
+            );
             Ok(shadow)
         }
         .instrument(span)
@@ -210,10 +218,10 @@ impl Shadow {
     pub async fn destroy(mut self) -> Result<(), PgError> {
         let span = info_span!("postgres_shadow_destroy", id = %self.record.id);
         async {
-            if crate::postgres::server::postmaster_pid(&self.record.data_dir).is_some() {
-                if let Err(error) = self.programs.stop(&self.record.data_dir, true).await {
-                    warn!(%error, "failed to stop shadow server, removing its directory anyway");
-                }
+            if crate::postgres::server::postmaster_pid(&self.record.data_dir).is_some()
+                && let Err(error) = self.programs.stop(&self.record.data_dir, true).await
+            {
+                warn!(%error, "failed to stop shadow server, removing its directory anyway");
             }
             remove_dir(&self.record.dir)?;
             if let Some(registry) = &self.registry {
@@ -238,15 +246,19 @@ impl Drop for Shadow {
         if let Err(error) = remove_dir(&self.record.dir) {
             warn!(%error, "failed to remove shadow directory");
         }
-        if let Some(registry) = &self.registry {
-            if let Err(error) = registry.remove(&self.record.id) {
-                warn!(%error, "failed to remove shadow record");
-            }
+        if let Some(registry) = &self.registry
+            && let Err(error) = registry.remove(&self.record.id)
+        {
+            warn!(%error, "failed to remove shadow record");
         }
     }
 }
 
-async fn basebackup(live: &ClusterSpec, programs: &Programs, data_dir: &Path) -> Result<(), PgError> {
+async fn basebackup(
+    live: &ClusterSpec,
+    programs: &Programs,
+    data_dir: &Path,
+) -> Result<(), PgError> {
     let args: Vec<OsString> = vec![
         "-h".into(),
         live.host.clone().into(),
@@ -264,7 +276,10 @@ async fn basebackup(live: &ClusterSpec, programs: &Programs, data_dir: &Path) ->
         "-l".into(),
         "umbra shadow".into(),
     ];
-    let mut env = vec![("PGCONNECT_TIMEOUT", "5"), ("PGAPPNAME", "umbra_basebackup")];
+    let mut env = vec![
+        ("PGCONNECT_TIMEOUT", "5"),
+        ("PGAPPNAME", "umbra_basebackup"),
+    ];
     if let Some(password) = &live.password {
         env.push(("PGPASSWORD", password.as_str()));
     }
@@ -273,7 +288,11 @@ async fn basebackup(live: &ClusterSpec, programs: &Programs, data_dir: &Path) ->
 
 /// Removes what would make the clone follow the live cluster, gives it its own access
 /// rules and writes the deployed settings plus the shadow marker.
-async fn make_independent(programs: &Programs, data_dir: &Path, settings: &Settings) -> Result<(), PgError> {
+async fn make_independent(
+    programs: &Programs,
+    data_dir: &Path,
+    settings: &Settings,
+) -> Result<(), PgError> {
     for signal in ["standby.signal", "recovery.signal"] {
         let path = data_dir.join(signal);
         if path.exists() {
@@ -284,12 +303,18 @@ async fn make_independent(programs: &Programs, data_dir: &Path, settings: &Setti
     // A cluster configured from /etc (Debian's layout) leaves these out of the clone.
     let config_file = data_dir.join("postgresql.conf");
     if !config_file.exists() {
-        programs.write_file(&config_file, "# written by Umbra for a shadow\n").await?;
+        programs
+            .write_file(&config_file, "# written by Umbra for a shadow\n")
+            .await?;
     }
-    programs.write_file(&data_dir.join("pg_ident.conf"), "").await?;
+    programs
+        .write_file(&data_dir.join("pg_ident.conf"), "")
+        .await?;
     // Only loopback clients reach the shadow, and they need no live credentials.
     let hba = "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n";
-    programs.write_file(&data_dir.join("pg_hba.conf"), hba).await?;
+    programs
+        .write_file(&data_dir.join("pg_hba.conf"), hba)
+        .await?;
 
     let auto_conf = data_dir.join("postgresql.auto.conf");
     let mut contents = std::fs::read_to_string(&auto_conf).unwrap_or_default();
@@ -307,8 +332,14 @@ fn server_options(dir: &Path, port: u16, asset: &str) -> Vec<(String, String)> {
         ("port", port.to_string()),
         ("listen_addresses", "127.0.0.1".to_owned()),
         ("unix_socket_directories", dir.display().to_string()),
-        ("hba_file", data_dir.join("pg_hba.conf").display().to_string()),
-        ("ident_file", data_dir.join("pg_ident.conf").display().to_string()),
+        (
+            "hba_file",
+            data_dir.join("pg_hba.conf").display().to_string(),
+        ),
+        (
+            "ident_file",
+            data_dir.join("pg_ident.conf").display().to_string(),
+        ),
         ("archive_mode", "off".to_owned()),
         ("primary_conninfo", String::new()),
         ("primary_slot_name", String::new()),

@@ -53,8 +53,12 @@ impl SqlErrorClass {
             Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => SqlErrorClass::Deadlock,
             Some(code) if *code == SqlState::QUERY_CANCELED => SqlErrorClass::StatementTimeout,
             Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE => SqlErrorClass::LockTimeout,
-            Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => SqlErrorClass::Serialization,
-            Some(code) if *code == SqlState::TOO_MANY_CONNECTIONS => SqlErrorClass::TooManyConnections,
+            Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => {
+                SqlErrorClass::Serialization
+            }
+            Some(code) if *code == SqlState::TOO_MANY_CONNECTIONS => {
+                SqlErrorClass::TooManyConnections
+            }
             Some(_) => SqlErrorClass::OtherSql,
             None => SqlErrorClass::Connection,
         }
@@ -143,7 +147,10 @@ pub struct SqlReport {
     pub by_class: BTreeMap<String, ClassReport>,
 }
 
-fn serialize_millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_millis<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -168,7 +175,10 @@ impl Tally {
     pub(crate) fn new<'a>(classes: impl IntoIterator<Item = &'a str>) -> Result<Tally, LoadError> {
         let mut by_class = BTreeMap::new();
         for class in classes {
-            by_class.insert(class.to_owned(), (0, SqlErrorCounts::default(), histogram()?));
+            by_class.insert(
+                class.to_owned(),
+                (0, SqlErrorCounts::default(), histogram()?),
+            );
         }
         Ok(Tally {
             committed: 0,
@@ -196,7 +206,9 @@ impl Tally {
             }
         }
         if let Some(latency) = latency {
-            let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+            let micros = u64::try_from(latency.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
             self.latency.saturating_record(micros);
             entry.2.saturating_record(micros);
         }
@@ -224,7 +236,11 @@ impl Tally {
             committed: self.committed,
             errors: self.errors,
             duration,
-            committed_tps: if seconds > 0.0 { self.committed as f64 / seconds } else { 0.0 },
+            committed_tps: if seconds > 0.0 {
+                self.committed as f64 / seconds
+            } else {
+                0.0
+            },
             latency: summarize(&self.latency),
             by_class: self
                 .classes
@@ -265,8 +281,16 @@ mod tests {
     #[test]
     fn tally_counts_by_class() {
         let mut tally = Tally::new(["select", "tpcb"]).expect("valid histogram");
-        tally.record("select", SqlOutcome::Committed, Some(Duration::from_millis(2)));
-        tally.record("tpcb", SqlOutcome::Failed(SqlErrorClass::Deadlock), Some(Duration::from_millis(9)));
+        tally.record(
+            "select",
+            SqlOutcome::Committed,
+            Some(Duration::from_millis(2)),
+        );
+        tally.record(
+            "tpcb",
+            SqlOutcome::Failed(SqlErrorClass::Deadlock),
+            Some(Duration::from_millis(9)),
+        );
         tally.record("tpcb", SqlOutcome::Failed(SqlErrorClass::Connection), None);
 
         let report = tally.report(Duration::from_secs(1));
@@ -281,9 +305,17 @@ mod tests {
     #[test]
     fn merge_adds_counts_and_latencies() {
         let mut first = Tally::new(["select"]).expect("valid histogram");
-        first.record("select", SqlOutcome::Committed, Some(Duration::from_millis(1)));
+        first.record(
+            "select",
+            SqlOutcome::Committed,
+            Some(Duration::from_millis(1)),
+        );
         let mut second = Tally::new(["select"]).expect("valid histogram");
-        second.record("select", SqlOutcome::Committed, Some(Duration::from_millis(3)));
+        second.record(
+            "select",
+            SqlOutcome::Committed,
+            Some(Duration::from_millis(3)),
+        );
 
         first.merge(second);
         let report = first.report(Duration::from_secs(2));

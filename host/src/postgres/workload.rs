@@ -78,10 +78,19 @@ impl SqlWorkload {
     /// `umbra_bench_*` tables at `scale`, weighted `tpcb_weight` to `select_weight`.
     pub fn pgbench_like(scale: u32, tpcb_weight: u32, select_weight: u32) -> SqlWorkload {
         let scale = i32::try_from(scale.max(1)).unwrap_or(i32::MAX / ACCOUNTS_PER_SCALE);
-        let account = SqlParam::UniformInt { min: 1, max: scale.saturating_mul(ACCOUNTS_PER_SCALE) };
-        let teller = SqlParam::UniformInt { min: 1, max: scale.saturating_mul(TELLERS_PER_SCALE) };
+        let account = SqlParam::UniformInt {
+            min: 1,
+            max: scale.saturating_mul(ACCOUNTS_PER_SCALE),
+        };
+        let teller = SqlParam::UniformInt {
+            min: 1,
+            max: scale.saturating_mul(TELLERS_PER_SCALE),
+        };
         let branch = SqlParam::UniformInt { min: 1, max: scale };
-        let delta = SqlParam::UniformInt { min: -5000, max: 5000 };
+        let delta = SqlParam::UniformInt {
+            min: -5000,
+            max: 5000,
+        };
         let statement = |sql: &str, params: Vec<SqlParam>| SqlStatement {
             sql: sql.to_owned(),
             params,
@@ -98,7 +107,10 @@ impl SqlWorkload {
                         "UPDATE umbra_bench_accounts SET abalance = abalance + $1 WHERE aid = $2",
                         vec![delta.clone(), account.clone()],
                     ),
-                    statement("SELECT abalance FROM umbra_bench_accounts WHERE aid = $1", vec![account.clone()]),
+                    statement(
+                        "SELECT abalance FROM umbra_bench_accounts WHERE aid = $1",
+                        vec![account.clone()],
+                    ),
                     statement(
                         "UPDATE umbra_bench_tellers SET tbalance = tbalance + $1 WHERE tid = $2",
                         vec![delta.clone(), teller.clone()],
@@ -120,7 +132,10 @@ impl SqlWorkload {
                 class: "select".to_owned(),
                 weight: select_weight,
                 read_only: false,
-                statements: vec![statement("SELECT abalance FROM umbra_bench_accounts WHERE aid = $1", vec![account])],
+                statements: vec![statement(
+                    "SELECT abalance FROM umbra_bench_accounts WHERE aid = $1",
+                    vec![account],
+                )],
             });
         }
         SqlWorkload { transactions }
@@ -135,12 +150,17 @@ impl SqlWorkload {
     // them needs parameter samples from the live workload, such as from the server log.
     pub async fn from_stat_statements(client: &Client, limit: i64) -> Result<SqlWorkload, PgError> {
         let installed: bool = client
-            .query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')", &[])
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')",
+                &[],
+            )
             .await
             .map_err(|source| PgError::query("check for pg_stat_statements", source))?
             .get(0);
         if !installed {
-            return Ok(SqlWorkload { transactions: Vec::new() });
+            return Ok(SqlWorkload {
+                transactions: Vec::new(),
+            });
         }
 
         let rows = client
@@ -176,7 +196,10 @@ impl SqlWorkload {
 
     /// Sum of the weights.
     pub fn total_weight(&self) -> u64 {
-        self.transactions.iter().map(|transaction| u64::from(transaction.weight)).sum()
+        self.transactions
+            .iter()
+            .map(|transaction| u64::from(transaction.weight))
+            .sum()
     }
 
     /// Picks a transaction by weight. `None` when the workload is empty or all weights
@@ -253,7 +276,9 @@ mod tests {
 
     #[test]
     fn empty_workload_picks_nothing() {
-        let workload = SqlWorkload { transactions: Vec::new() };
+        let workload = SqlWorkload {
+            transactions: Vec::new(),
+        };
         let mut random = fastrand::Rng::with_seed(7);
 
         assert_eq!(workload.pick(&mut random), None);

@@ -9,7 +9,11 @@ use crate::support::{LiveCluster, TestResult, scalar};
 
 async fn live_deadlocks(live: &LiveCluster) -> Result<String, Box<dyn std::error::Error>> {
     let client = live.client().await?;
-    scalar(&client, "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()").await
+    scalar(
+        &client,
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,7 +34,11 @@ async fn deadlocks_counted_in_shadow_only() -> TestResult {
     assert!(report.committed > 0, "{report:?}");
     assert_eq!(live_deadlocks(&live).await?, live_before);
     let client = connect(shadow.spec()).await?;
-    let leftover = scalar(&client, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'umbra_scenario_%'").await?;
+    let leftover = scalar(
+        &client,
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'umbra_scenario_%'",
+    )
+    .await?;
     assert_eq!(leftover, "0");
     drop(client);
     shadow.destroy().await?;
@@ -87,16 +95,23 @@ async fn slow_storm_appears_in_metrics() -> TestResult {
         work_rows: 20_000,
         duration_ms: 2500,
     };
-    let storm = tokio::spawn(async move { run_scenario(&spec, &scenario, CancellationToken::new()).await });
+    let storm =
+        tokio::spawn(async move { run_scenario(&spec, &scenario, CancellationToken::new()).await });
 
     // Sample the metrics while the storm runs, as the engine's collector would.
     let client = connect(shadow.spec()).await?;
-    let mut collector = MetricsCollector::new(&[("asset", "db"), ("role", "shadow")], shadow.spec().data_dir.clone());
+    let mut collector = MetricsCollector::new(
+        &[("asset", "db"), ("role", "shadow")],
+        shadow.spec().data_dir.clone(),
+    );
     let mut max_slow = 0.0_f64;
     for tick in 0..12 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let samples = collector.collect(&client, tick).await?;
-        for series in samples.iter().filter(|series| series.labels.name() == "umbra_pg_slow_queries") {
+        for series in samples
+            .iter()
+            .filter(|series| series.labels.name() == "umbra_pg_slow_queries")
+        {
             max_slow = max_slow.max(series.samples[0].value);
         }
     }
@@ -142,7 +157,11 @@ async fn scenario_refuses_live_cluster() -> TestResult {
 
     assert!(matches!(error, PgError::NotAShadow(_)), "{error:?}");
     let client = live.client().await?;
-    let tables = scalar(&client, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'umbra_%'").await?;
+    let tables = scalar(
+        &client,
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'umbra_%'",
+    )
+    .await?;
     assert_eq!(tables, "0");
     Ok(())
 }

@@ -15,7 +15,12 @@ fn settings(pairs: &[(&str, &str)]) -> Settings {
 async fn reload_setting_takes_effect() -> TestResult {
     let live = LiveCluster::start(&[]).await?;
 
-    let report = deploy_settings(&live.spec, &live.programs, &settings(&[("work_mem", "8MB")])).await?;
+    let report = deploy_settings(
+        &live.spec,
+        &live.programs,
+        &settings(&[("work_mem", "8MB")]),
+    )
+    .await?;
 
     assert!(!report.restarted);
     assert_eq!(report.previous["work_mem"], "4MB");
@@ -27,7 +32,12 @@ async fn reload_setting_takes_effect() -> TestResult {
 async fn restart_setting_takes_effect() -> TestResult {
     let live = LiveCluster::start(&[]).await?;
 
-    let report = deploy_settings(&live.spec, &live.programs, &settings(&[("max_connections", "30")])).await?;
+    let report = deploy_settings(
+        &live.spec,
+        &live.programs,
+        &settings(&[("max_connections", "30")]),
+    )
+    .await?;
 
     assert!(report.restarted);
     assert_eq!(report.verified["max_connections"], "30");
@@ -72,7 +82,10 @@ async fn unknown_setting_is_rejected_untouched() -> TestResult {
     assert!(matches!(error, PgError::UnknownSetting { .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("`max_conections`"), "{message}");
-    assert!(message.contains("did you mean `max_connections`"), "{message}");
+    assert!(
+        message.contains("did you mean `max_connections`"),
+        "{message}"
+    );
     assert_eq!(show(&live.client().await?, "work_mem").await?, "4MB");
     Ok(())
 }
@@ -89,11 +102,18 @@ async fn invalid_value_is_rejected_untouched() -> TestResult {
     ];
 
     for (name, value) in cases {
-        let error = deploy_settings(&live.spec, &live.programs, &settings(&[("work_mem", "16MB"), (name, value)]))
-            .await
-            .expect_err("the value is invalid");
+        let error = deploy_settings(
+            &live.spec,
+            &live.programs,
+            &settings(&[("work_mem", "16MB"), (name, value)]),
+        )
+        .await
+        .expect_err("the value is invalid");
 
-        assert!(matches!(error, PgError::InvalidSettingValue { .. }), "{name} = {value}: {error:?}");
+        assert!(
+            matches!(error, PgError::InvalidSettingValue { .. }),
+            "{name} = {value}: {error:?}"
+        );
         let message = error.to_string();
         assert!(message.contains(&format!("`{value}`")), "{message}");
         assert!(message.contains(&format!("`{name}`")), "{message}");
@@ -108,11 +128,18 @@ async fn restart_without_data_dir_is_rejected() -> TestResult {
     let mut spec = live.spec.clone();
     spec.data_dir = None;
 
-    let error = deploy_settings(&spec, &live.programs, &settings(&[("work_mem", "16MB"), ("max_connections", "40")]))
-        .await
-        .expect_err("a restart is needed");
+    let error = deploy_settings(
+        &spec,
+        &live.programs,
+        &settings(&[("work_mem", "16MB"), ("max_connections", "40")]),
+    )
+    .await
+    .expect_err("a restart is needed");
 
-    assert!(matches!(error, PgError::RestartImpossible { .. }), "{error:?}");
+    assert!(
+        matches!(error, PgError::RestartImpossible { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("`max_connections`"), "{error}");
     assert_eq!(show(&live.client().await?, "work_mem").await?, "4MB");
     Ok(())

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use umbra_host::postgres::{PgError, Programs, Registry, Shadow, ShadowConfig, cleanup_leftovers, connect};
+use umbra_host::postgres::{
+    PgError, Programs, Registry, Shadow, ShadowConfig, cleanup_leftovers, connect,
+};
 use umbra_host::store::{Store, StoreConfig};
 
 use crate::support::{LiveCluster, TestResult, exists, scalar};
@@ -17,20 +19,45 @@ async fn clone_is_independent_of_live() -> TestResult {
 
     let shadow = live.shadow(&[("work_mem", "8MB")]).await?;
     let shadow_client = connect(shadow.spec()).await?;
-    shadow_client.batch_execute("INSERT INTO orders VALUES (2), (3);").await?;
+    shadow_client
+        .batch_execute("INSERT INTO orders VALUES (2), (3);")
+        .await?;
 
-    assert_eq!(scalar(&shadow_client, "SELECT count(*) FROM orders").await?, "3");
-    assert_eq!(scalar(&live_client, "SELECT count(*) FROM orders").await?, "1");
-    assert_eq!(scalar(&shadow_client, "SELECT pg_is_in_recovery()").await?, "f");
+    assert_eq!(
+        scalar(&shadow_client, "SELECT count(*) FROM orders").await?,
+        "3"
+    );
+    assert_eq!(
+        scalar(&live_client, "SELECT count(*) FROM orders").await?,
+        "1"
+    );
+    assert_eq!(
+        scalar(&shadow_client, "SELECT pg_is_in_recovery()").await?,
+        "f"
+    );
     assert_eq!(scalar(&shadow_client, "SHOW work_mem").await?, "8MB");
     assert_eq!(scalar(&shadow_client, "SHOW umbra.shadow").await?, "on");
-    assert_eq!(scalar(&live_client, "SELECT count(*) FROM pg_stat_replication").await?, "0");
-    assert_eq!(scalar(&live_client, "SELECT count(*) FROM pg_replication_slots").await?, "0");
     assert_eq!(
-        scalar(&live_client, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'").await?,
+        scalar(&live_client, "SELECT count(*) FROM pg_stat_replication").await?,
         "0"
     );
-    let live_marker = scalar(&live_client, "SELECT current_setting('umbra.shadow', true) IS NULL").await?;
+    assert_eq!(
+        scalar(&live_client, "SELECT count(*) FROM pg_replication_slots").await?,
+        "0"
+    );
+    assert_eq!(
+        scalar(
+            &live_client,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'"
+        )
+        .await?,
+        "0"
+    );
+    let live_marker = scalar(
+        &live_client,
+        "SELECT current_setting('umbra.shadow', true) IS NULL",
+    )
+    .await?;
     assert_eq!(live_marker, "t");
 
     let stats = shadow.stats().clone();
@@ -42,7 +69,11 @@ async fn clone_is_independent_of_live() -> TestResult {
     let dir = shadow.record().dir.clone();
     drop(shadow_client);
     shadow.destroy().await?;
-    assert!(!exists(&dir), "shadow directory {} still exists", dir.display());
+    assert!(
+        !exists(&dir),
+        "shadow directory {} still exists",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -59,7 +90,8 @@ async fn cleanup_removes_leftover_shadow() -> TestResult {
         settings: Default::default(),
     };
 
-    let shadow = Shadow::create(&live.spec, &live.programs, &config, Some(registry.clone())).await?;
+    let shadow =
+        Shadow::create(&live.spec, &live.programs, &config, Some(registry.clone())).await?;
     let spec = shadow.spec().clone();
     let dir = shadow.record().dir.clone();
     let id = shadow.id().to_owned();
@@ -70,9 +102,16 @@ async fn cleanup_removes_leftover_shadow() -> TestResult {
     let removed = cleanup_leftovers(&registry, &live.programs).await?;
 
     assert_eq!(removed, vec![id]);
-    assert!(!exists(&dir), "shadow directory {} still exists", dir.display());
+    assert!(
+        !exists(&dir),
+        "shadow directory {} still exists",
+        dir.display()
+    );
     assert!(registry.records()?.is_empty());
-    assert!(connect(&spec).await.is_err(), "leftover shadow still accepts connections");
+    assert!(
+        connect(&spec).await.is_err(),
+        "leftover shadow still accepts connections"
+    );
     Ok(())
 }
 
@@ -93,7 +132,11 @@ async fn missing_basebackup_names_program() -> TestResult {
 
     assert!(matches!(error, PgError::MissingProgram { .. }), "{error:?}");
     assert!(error.to_string().contains("`pg_basebackup`"), "{error}");
-    assert_eq!(std::fs::read_dir(&live.shadow_root)?.count(), 0, "failed shadow left files behind");
+    assert_eq!(
+        std::fs::read_dir(&live.shadow_root)?.count(),
+        0,
+        "failed shadow left files behind"
+    );
     Ok(())
 }
 
@@ -115,7 +158,10 @@ async fn unreachable_live_is_connect_error() -> TestResult {
 
     assert!(matches!(error, PgError::Connect { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(message.contains(&format!("127.0.0.1:{}", spec.port)), "{message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{}", spec.port)),
+        "{message}"
+    );
     assert!(message.contains("check that the server runs"), "{message}");
     Ok(())
 }
@@ -131,6 +177,9 @@ async fn unknown_role_is_connect_error() -> TestResult {
     let message = error.to_string();
     assert!(message.contains("`no_such_role`"), "{message}");
     let chain = crate::support::error_chain(&error);
-    assert!(chain.contains("role \"no_such_role\" does not exist"), "{chain}");
+    assert!(
+        chain.contains("role \"no_such_role\" does not exist"),
+        "{chain}"
+    );
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio_postgres::Client;
-use umbra_host::postgres::{ClusterSpec, Programs, Shadow, ShadowConfig, Settings, connect};
+use umbra_host::postgres::{ClusterSpec, Programs, Settings, Shadow, ShadowConfig, connect};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -23,13 +23,17 @@ pub struct LiveCluster {
 
 impl LiveCluster {
     /// Creates and starts a cluster with `settings` as command-line overrides.
-    pub async fn start(settings: &[(&str, &str)]) -> Result<LiveCluster, Box<dyn std::error::Error>> {
+    pub async fn start(
+        settings: &[(&str, &str)],
+    ) -> Result<LiveCluster, Box<dyn std::error::Error>> {
         let programs = Programs::locate(None, None);
         programs
             .program("initdb")
             .unwrap_or_else(|error| panic!("{error}: run .ci/install-postgres"));
 
-        let dir = tempfile::Builder::new().prefix("umbra-pg-test-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("umbra-pg-test-")
+            .tempdir()?;
         programs.prepare_dir(dir.path()).await?;
         let data_dir = dir.path().join("live");
         let shadow_root = dir.path().join("shadows");
@@ -40,10 +44,17 @@ impl LiveCluster {
         let mut options = vec![
             ("port".to_owned(), port.to_string()),
             ("listen_addresses".to_owned(), "127.0.0.1".to_owned()),
-            ("unix_socket_directories".to_owned(), dir.path().display().to_string()),
+            (
+                "unix_socket_directories".to_owned(),
+                dir.path().display().to_string(),
+            ),
             ("fsync".to_owned(), "off".to_owned()),
         ];
-        options.extend(settings.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
+        options.extend(
+            settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        );
         let cluster = LiveCluster {
             spec: ClusterSpec {
                 data_dir: Some(data_dir.clone()),
@@ -54,7 +65,13 @@ impl LiveCluster {
             shadow_root,
             _dir: dir,
         };
-        programs.start(&cluster.data_dir, &cluster._dir.path().join("live.log"), &options).await?;
+        programs
+            .start(
+                &cluster.data_dir,
+                &cluster._dir.path().join("live.log"),
+                &options,
+            )
+            .await?;
         Ok(cluster)
     }
 
@@ -63,7 +80,10 @@ impl LiveCluster {
     }
 
     /// Creates a shadow of this cluster with `settings` deployed.
-    pub async fn shadow(&self, settings: &[(&str, &str)]) -> Result<Shadow, Box<dyn std::error::Error>> {
+    pub async fn shadow(
+        &self,
+        settings: &[(&str, &str)],
+    ) -> Result<Shadow, Box<dyn std::error::Error>> {
         let settings: Settings = settings
             .iter()
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
@@ -82,7 +102,9 @@ impl LiveCluster {
         let client = self.client().await?;
         // The server flushes its statistics at most once a second.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        client.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+        client
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await?;
         let row = client
             .query_one(
                 "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
