@@ -1,7 +1,8 @@
 //! PostgreSQL assets: shadows cloned from a live cluster, settings deployed and rolled
 //! back, SQL load, failure scenarios and metrics.
 //!
-//! The engine drives a `postgres` asset through these steps:
+//! The engine drives a `postgres` asset through [`PostgresDriver`], configured by a
+//! [`PostgresAssetConfig`]. Underneath, the steps are:
 //!
 //! - [`ClusterSpec`] describes the live cluster (host, port, user, database and,
 //!   to allow restarts, its data directory). [`Programs`] finds `pg_ctl`,
@@ -48,6 +49,7 @@
 
 mod cluster;
 mod deploy;
+mod driver;
 mod error;
 mod executor;
 mod guard;
@@ -64,6 +66,7 @@ mod workload;
 
 pub use cluster::{CONNECT_TIMEOUT, ClusterSpec, connect};
 pub use deploy::{DeployReport, deploy_settings, rollback_settings, show};
+pub use driver::{PostgresAssetConfig, PostgresDriver, WorkloadConfig};
 pub use error::PgError;
 pub use executor::{SqlClosedConfig, SqlOpenConfig, run_sql_closed, run_sql_open};
 pub use guard::ensure_shadow;
