@@ -1,4 +1,4 @@
-//! Where a cluster is and how to reach it: [`ClusterSpec`] and [`connect`].
+//! Cluster addresses and connections: [`ClusterSpec`] and [`connect`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ pub struct ClusterSpec {
     pub user: String,
     /// Database to connect to.
     pub database: String,
-    /// Password of `user`, if the server asks for one. Never logged.
+    /// Password of `user`, if the server requires one. Never logged.
     #[serde(default)]
     pub password: Option<String>,
     /// Data directory of the cluster. Needed only to restart it after deploying a setting

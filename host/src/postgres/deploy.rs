@@ -1,9 +1,9 @@
 //! Deploying settings to a cluster and rolling them back, each verified with `SHOW`.
 //!
 //! [`deploy_settings`] validates the settings against the cluster's `pg_settings` before
-//! it changes anything, records the values they replace, writes them with
-//! `ALTER SYSTEM`, reloads the configuration, restarts the server with `pg_ctl` when a
-//! setting is pending a restart, and finally checks every value with `SHOW` on a new
+//! it changes anything, and records the values they replace. It then writes them with
+//! `ALTER SYSTEM` and reloads the configuration. When a setting is pending a restart, it
+//! restarts the server with `pg_ctl`. Finally it checks every value with `SHOW` on a new
 //! connection. [`rollback_settings`] writes the last known-good settings back the same
 //! way and resets the candidate's other settings.
 
@@ -22,7 +22,7 @@ use crate::postgres::settings::{Apply, SettingInfo, Settings, same_value, valida
 /// How long a reloaded setting may take to show in new sessions.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a deploy or a rollback did.
+/// Outcome of a deploy or a rollback.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployReport {
     /// Values shown by `SHOW` before the change, for every setting it touched.

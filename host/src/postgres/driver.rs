@@ -40,7 +40,7 @@ pub struct PostgresAssetConfig {
     /// Umbra runs as root and the current user otherwise.
     #[serde(default)]
     pub os_user: Option<String>,
-    /// What the shadow's normal profile runs.
+    /// Source of the shadow's normal-profile transactions.
     #[serde(default)]
     pub workload: WorkloadConfig,
 }
@@ -64,7 +64,7 @@ pub enum WorkloadConfig {
 }
 
 impl Default for WorkloadConfig {
-    /// A pgbench-like mix at scale 1, one TPC-B-like transaction per four selects.
+    /// Returns a pgbench-like mix at scale 1, one TPC-B-like transaction per four selects.
     fn default() -> Self {
         WorkloadConfig::PgbenchLike {
             scale: 1,
@@ -203,7 +203,7 @@ impl PostgresDriver {
         Ok(((after - before) as f64 - own).max(0.0) / seconds)
     }
 
-    /// A metrics collector for the live cluster (`role = "live"`). It measures the
+    /// Creates a metrics collector for the live cluster (`role = "live"`). It measures the
     /// postmaster's process tree when the live data directory is on this machine.
     pub fn live_collector(&self) -> MetricsCollector {
         MetricsCollector::new(
@@ -212,7 +212,7 @@ impl PostgresDriver {
         )
     }
 
-    /// A metrics collector for `shadow` (`role = "shadow"`).
+    /// Creates a metrics collector for `shadow` (`role = "shadow"`).
     pub fn shadow_collector(&self, shadow: &Shadow) -> MetricsCollector {
         MetricsCollector::new(
             &[("asset", self.asset.as_str()), ("role", "shadow")],

@@ -44,7 +44,7 @@ pub enum PgError {
         source: tokio_postgres::Error,
     },
 
-    /// A query failed. `what` says which step ran it.
+    /// A query failed. `what` names the step that ran it.
     #[error("failed to {what}")]
     Query {
         what: String,

@@ -19,7 +19,7 @@ use crate::store::KvTree;
 /// Key prefix of shadow records.
 const PREFIX: &str = "postgres/shadow/";
 
-/// File in a shadow's directory that holds its id.
+/// File in a shadow's directory that contains its id.
 pub const MARKER_FILE: &str = "umbra-shadow-id";
 
 /// A shadow as recorded in the store.
@@ -62,7 +62,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Every recorded shadow.
+    /// Returns every recorded shadow.
     pub fn records(&self) -> Result<Vec<ShadowRecord>, PgError> {
         let records = self.tree.scan::<ShadowRecord>(PREFIX)?;
         Ok(records.into_iter().map(|(_, record)| record).collect())
@@ -89,7 +89,7 @@ pub async fn cleanup_leftovers(
                 remove_dir(&record.dir)?;
             }
             Some(_) => {
-                warn!(id = %record.id, dir = %record.dir.display(), "directory holds another shadow id, leaving it in place");
+                warn!(id = %record.id, dir = %record.dir.display(), "shadow directory contains another shadow id, leaving it in place");
             }
             None => {}
         }

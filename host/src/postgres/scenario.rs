@@ -71,7 +71,7 @@ impl Scenario {
     }
 }
 
-/// What a scenario provoked, as the client saw it and as PostgreSQL reported it.
+/// Signals a scenario provoked, as the client saw them and as PostgreSQL reported them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ScenarioReport {
     pub scenario: String,

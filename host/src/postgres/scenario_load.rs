@@ -11,10 +11,10 @@ use crate::postgres::error::PgError;
 use crate::postgres::scenario_locks::scenario_client;
 use crate::postgres::sql_report::{SqlErrorClass, SqlOutcome, Tally};
 
-/// Opens connections one after another, at most `limit` attempts, holds the open ones
-/// for `hold` and closes them all. Every refusal is counted; after the first refusal
-/// the remaining attempts continue, because a server that refuses once may still accept
-/// when another client disconnects. Returns the most connections held at once.
+/// Opens connections one after another, at most `limit` attempts, keeps the open ones
+/// for `hold` and closes them all. Every refusal is counted. Attempts continue after the
+/// first refusal, because a server that refuses once may accept again when another client
+/// disconnects. Returns the maximum number of connections open at once.
 pub(crate) async fn exhaust_connections(
     shadow: &ClusterSpec,
     limit: usize,

@@ -92,7 +92,7 @@ async fn run_pairs(
     Ok(())
 }
 
-/// Updates row `mine`, waits at `barrier` until the partner holds its row, then updates
+/// Updates row `mine`, waits at `barrier` until the partner has locked its row, then updates
 /// row `theirs`.
 async fn crossed_update(client: &Client, barrier: &Barrier, mine: i32, theirs: i32) -> SqlOutcome {
     let update = format!("UPDATE {DEADLOCK_TABLE} SET value = value + 1 WHERE id = $1");
@@ -194,8 +194,8 @@ async fn hold_and_wait(
     Ok(())
 }
 
-/// A connection for one scenario task, labelled so it can be told apart in
-/// `pg_stat_activity`.
+/// Opens a connection for one scenario task, with the application name
+/// `umbra_scenario` in `pg_stat_activity`.
 pub(crate) async fn scenario_client(shadow: &ClusterSpec) -> Result<Client, PgError> {
     let mut config = shadow.config();
     config.application_name("umbra_scenario");

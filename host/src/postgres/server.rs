@@ -18,7 +18,7 @@ use crate::postgres::error::PgError;
 /// Operating-system user that runs the server when Umbra runs as root.
 pub const DEFAULT_OS_USER: &str = "postgres";
 
-/// Where Debian's packages install the server programs, newest version first.
+/// Directories where Debian's packages install the server programs, newest version first.
 const DEBIAN_BIN_DIRS: &[&str] = &[
     "/usr/lib/postgresql/17/bin",
     "/usr/lib/postgresql/16/bin",

@@ -26,7 +26,7 @@ pub enum Apply {
     Restart,
 }
 
-/// What `pg_settings` says about one setting.
+/// The `pg_settings` row of one setting.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SettingInfo {
     pub name: String,
@@ -274,7 +274,7 @@ fn unit_scale(unit: &str) -> Option<(f64, UnitKind)> {
     Some(scale)
 }
 
-/// The known setting whose name is closest to `name`, if one is close enough to be a
+/// Returns the known setting whose name is closest to `name`, if one is close enough to be a
 /// likely typo.
 async fn similar_setting(client: &Client, name: &str) -> Result<Option<String>, PgError> {
     let rows = client

@@ -45,7 +45,7 @@ pub struct ShadowConfig {
     pub settings: Settings,
 }
 
-/// What creating the shadow cost and how far behind the live cluster it started.
+/// Cost of creating the shadow and its lag behind the live cluster when it started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CloneStats {
     /// Wall-clock time of the creation, from the start of `pg_basebackup` until the
@@ -199,7 +199,7 @@ impl Shadow {
         &self.record.id
     }
 
-    /// What the shadow is recorded as.
+    /// Returns the shadow's record in the registry.
     pub fn record(&self) -> &ShadowRecord {
         &self.record
     }
@@ -378,8 +378,8 @@ async fn wal_written_since(live: &ClusterSpec, lsn: &str) -> Option<f64> {
 }
 
 /// Picks a free loopback port by binding port 0.
-// NOTE: another process can take the port between this check and the server start; the
-// start then fails with "could not bind" and the caller may retry with a new shadow.
+// NOTE: another process can take the port between this check and the server start. The
+// start then fails with "could not bind", and the caller may retry with a new shadow.
 fn free_loopback_port() -> Result<u16, PgError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|source| PgError::io("bind a free port on", "127.0.0.1", source))?;

@@ -13,7 +13,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::load::{LatencySummary, LoadError};
 
-/// How one transaction ended.
+/// Outcome of one transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SqlOutcome {
     Committed,
@@ -217,7 +217,8 @@ impl Tally {
     pub(crate) fn merge(&mut self, other: Tally) {
         self.committed += other.committed;
         self.errors.add(&other.errors);
-        // Both histograms share the same bounds, so adding never fails.
+        // Every histogram of a run comes from `histogram()` with the same bounds, and
+        // hdrhistogram only fails an addition that exceeds the bounds.
         let _ = self.latency.add(&other.latency);
         for (class, (committed, errors, latency)) in other.classes {
             let Some(entry) = self.classes.get_mut(&class) else {

@@ -1,4 +1,4 @@
-//! What the SQL executors send: weighted transactions of parameterised statements.
+//! Workloads of the SQL executors: weighted transactions of parameterised statements.
 //!
 //! Two sources exist. [`SqlWorkload::pgbench_like`] is a configured mix over tables that
 //! [`prepare_pgbench_tables`] creates in the shadow (`umbra_bench_*`, shaped like
