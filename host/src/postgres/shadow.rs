@@ -58,7 +58,8 @@ pub struct CloneStats {
     /// WAL position where the backup ended, from its `backup_manifest`.
     pub backup_end_lsn: Option<String>,
     /// WAL the live cluster wrote after the backup ended, in bytes, measured when the
-    /// shadow came up: how much the clone lags the live data.
+    /// shadow came up: how much the clone lags the live data. The padding of the WAL
+    /// segment that the backup's end switched away from is not counted.
     pub lag_bytes: Option<f64>,
     /// Time from the end of the backup until the shadow came up, in milliseconds.
     pub lag_ms: u64,
@@ -362,14 +363,25 @@ fn read_backup_end_lsn(data_dir: &Path) -> Option<String> {
     ranges.last()?.get("End-LSN")?.as_str().map(str::to_owned)
 }
 
-/// WAL bytes the live cluster wrote after `lsn`. `None` when the live cluster cannot be
-/// asked, which only costs the lag figure.
+/// WAL bytes the live cluster wrote after `lsn`, the end of the backup. `None` when the
+/// live cluster cannot be queried, which only costs the lag figure.
+///
+/// The backup ends with a switch to a new WAL segment, and the rest of the old segment is
+/// padding, not data. The padding up to the next segment boundary is therefore not
+/// counted, or every clone would appear to lag by up to `wal_segment_size` (16 MiB by
+/// default).
 async fn wal_written_since(live: &ClusterSpec, lsn: &str) -> Option<f64> {
     let client = connect(live).await.ok()?;
     let row = client
         .query_one(
-            "SELECT pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-             ELSE pg_current_wal_lsn() END, $1::text::pg_lsn)::float8",
+            "WITH position AS ( \
+                 SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                        ELSE pg_current_wal_lsn() END AS current, \
+                        $1::text::pg_lsn AS backup_end, \
+                        pg_size_bytes(current_setting('wal_segment_size'))::numeric AS segment) \
+             SELECT greatest(0, pg_wal_lsn_diff(current, backup_end) \
+                    - mod(segment - mod(pg_wal_lsn_diff(backup_end, '0/0'), segment), segment))::float8 \
+             FROM position",
             &[&lsn],
         )
         .await

@@ -5,6 +5,7 @@
 //! ends, also on panic. `.ci/install-postgres` installs the server. When the tests run as
 //! root, the server runs as the `postgres` user.
 
+mod bench;
 mod config;
 mod driver;
 mod load;
