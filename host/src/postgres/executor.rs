@@ -111,6 +111,8 @@ pub async fn run_sql_open(
             )?;
             workers.spawn(run_queue_worker(worker, queue.clone()).in_current_span());
         }
+        // A dropped transaction was never picked from the mix, so it is counted under the
+        // first class. The run's total counts are exact either way.
         let mut dropped = Tally::new(classes(&workload))?;
         let first_class = workload
             .transactions
@@ -265,12 +267,21 @@ async fn run_queue_worker(mut worker: Worker, queue: JobQueue) -> Tally {
 }
 
 async fn run_closed_worker(mut worker: Worker, deadline: Instant) -> Tally {
-    while Instant::now() < deadline && !worker.stop.is_cancelled() {
-        let stop = worker.stop.clone();
+    // One future for both stop conditions, created once, so that a transaction costs no
+    // new timer or waiter.
+    let stop = worker.stop.clone();
+    let stopped = async {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    };
+    tokio::pin!(stopped);
+
+    loop {
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep_until(deadline.into()) => break,
+            _ = &mut stopped => break,
             _ = worker.run_one(Instant::now()) => {}
         }
     }

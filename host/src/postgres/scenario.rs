@@ -187,12 +187,13 @@ pub async fn run_scenario(
         let observed = observer.finish().await;
         outcome?;
 
-        let summary = tally.report(started.elapsed());
+        let elapsed = started.elapsed();
+        let summary = tally.report(elapsed);
         // The server updates pg_stat_database with a delay of up to about a second.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let deadlocks_after = database_deadlocks(&control).await?;
 
-        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        report.duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         report.transactions = summary.transactions;
         report.committed = summary.committed;
         report.errors = summary.errors;

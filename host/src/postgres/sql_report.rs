@@ -32,8 +32,8 @@ pub enum SqlErrorClass {
     LockTimeout,
     /// A serializable transaction could not commit (40001).
     Serialization,
-    /// The server refused a connection: `too many clients already` (53300) or reserved
-    /// slots only (53300 for non-superusers as well).
+    /// The server refused a connection because its slots are taken: `too many clients
+    /// already`, or only slots reserved for superusers remain (SQLSTATE 53300).
     TooManyConnections,
     /// Any other SQL error.
     OtherSql,
