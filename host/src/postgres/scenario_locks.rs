@@ -8,6 +8,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::postgres::cluster::ClusterSpec;
 use crate::postgres::error::PgError;
@@ -16,6 +17,9 @@ use crate::postgres::sql_report::{SqlErrorClass, SqlOutcome, Tally};
 
 const DEADLOCK_TABLE: &str = "umbra_scenario_deadlock";
 const CONTENTION_TABLE: &str = "umbra_scenario_lock";
+
+/// Time a deadlock round may take beyond its `deadlock_timeout` before it counts as stalled.
+const ROUND_MARGIN: Duration = Duration::from_secs(10);
 
 /// Runs `pairs` transaction pairs for `rounds` rounds. In each round both transactions
 /// of a pair lock their first row, wait for each other at a barrier, then update the
@@ -52,6 +56,13 @@ async fn run_pairs(
     tally: &mut Tally,
     cancel: &CancellationToken,
 ) -> Result<(), PgError> {
+    // A round takes about one `deadlock_timeout`. The limit ends a round that stalls for
+    // any other reason, so the scenario always stops by itself.
+    // NOTE: a stall was seen once in about ten runs: one partner idle in its transaction
+    // after preparing its second update while the other waited for its row lock. The
+    // cause is unknown; the limit turns it into a `client_timeout` count.
+    let round_limit =
+        Duration::from_millis(u64::from(deadlock_timeout_ms.unwrap_or(1000))) + ROUND_MARGIN;
     let mut tasks = JoinSet::new();
     for pair in 0..pairs {
         let first_row = i32::try_from(pair * 2 + 1).unwrap_or(i32::MAX);
@@ -74,8 +85,20 @@ async fn run_pairs(
                         break;
                     }
                     let started = Instant::now();
-                    let outcome = crossed_update(&client, &barrier, mine, theirs).await;
-                    outcomes.push((outcome, started.elapsed()));
+                    let round = crossed_update(&client, &barrier, mine, theirs);
+                    match tokio::time::timeout(round_limit, round).await {
+                        Ok(outcome) => outcomes.push((outcome, started.elapsed())),
+                        Err(_) => {
+                            // Ending the task closes the connection, so the server aborts
+                            // its transaction and the partner's round ends too.
+                            warn!(row = mine, "deadlock round stalled, closing its connection");
+                            outcomes.push((
+                                SqlOutcome::Failed(SqlErrorClass::ClientTimeout),
+                                started.elapsed(),
+                            ));
+                            break;
+                        }
+                    }
                 }
                 outcomes
             });
@@ -95,16 +118,26 @@ async fn run_pairs(
 /// Updates row `mine`, waits at `barrier` until the partner has locked its row, then updates
 /// row `theirs`.
 async fn crossed_update(client: &Client, barrier: &Barrier, mine: i32, theirs: i32) -> SqlOutcome {
-    let update = format!("UPDATE {DEADLOCK_TABLE} SET value = value + 1 WHERE id = $1");
     let first = async {
         client.batch_execute("BEGIN").await?;
-        client.execute(&update, &[&mine]).await
+        client
+            .execute(
+                &format!("UPDATE {DEADLOCK_TABLE} SET value = value + 1 WHERE id = {mine}"),
+                &[],
+            )
+            .await
     }
     .await;
     // Both partners reach the barrier whatever happened, so neither waits forever.
     barrier.wait().await;
     let result = match first {
-        Ok(_) => client.execute(&update, &[&theirs]).await.map(drop),
+        Ok(_) => {
+            client
+                .batch_execute(&format!(
+                    "UPDATE {DEADLOCK_TABLE} SET value = value + 1 WHERE id = {theirs}"
+                ))
+                .await
+        }
         Err(error) => Err(error),
     };
 
