@@ -16,4 +16,5 @@ pub mod ingest;
 pub mod load;
 pub mod model;
 pub mod policy;
+pub mod postgres;
 pub mod store;

@@ -1,0 +1,132 @@
+//! Benchmark of shadow creation and SQL executor throughput against pgbench on the same
+//! shadow. Ignored by default because it measures rather than checks; run it with
+//! `cargo test -p umbra-host --test postgres -- --ignored --nocapture bench` and record the
+//! printed figures in docs/BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use umbra_host::postgres::{
+    ClusterSpec, SqlClosedConfig, SqlWorkload, prepare_pgbench_tables, run_sql_closed,
+};
+
+use crate::support::{LiveCluster, TestResult};
+
+const CLIENTS: usize = 4;
+const SECONDS: u64 = 10;
+
+/// Runs pgbench against `shadow` and returns its "tps = …" figure.
+fn pgbench(shadow: &ClusterSpec, extra: &[&str]) -> Result<f64, Box<dyn std::error::Error>> {
+    let output = std::process::Command::new("/usr/lib/postgresql/15/bin/pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &shadow.port.to_string(),
+            "-U",
+            &shadow.user,
+            "-n",
+            "-M",
+            "prepared",
+        ])
+        .args([
+            "-c",
+            &CLIENTS.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &SECONDS.to_string(),
+        ])
+        .args(extra)
+        .arg(&shadow.database)
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("tps = "))
+        .ok_or_else(|| {
+            format!(
+                "no tps line in pgbench output: {text} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    let number = line
+        .trim_start_matches("tps = ")
+        .split_whitespace()
+        .next()
+        .unwrap_or_default();
+    Ok(number.parse()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures for docs/BENCHMARKS.md"]
+async fn bench_executor_against_pgbench() -> TestResult {
+    let live = LiveCluster::start(&[]).await?;
+    let init = std::process::Command::new("/usr/lib/postgresql/15/bin/pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &live.spec.port.to_string(),
+            "-U",
+            "postgres",
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "postgres",
+        ])
+        .output()?;
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let mut creation = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let shadow = live.shadow(&[]).await?;
+        creation.push((started.elapsed(), shadow.stats().clone()));
+        shadow.destroy().await?;
+    }
+    for (elapsed, stats) in &creation {
+        println!(
+            "shadow creation: {} ms (pg_basebackup {} ms), disk {} bytes, lag {:?} bytes",
+            elapsed.as_millis(),
+            stats.basebackup_ms,
+            stats.disk_bytes,
+            stats.lag_bytes
+        );
+    }
+
+    // The pgbench tables came with the clone; the executor uses its own, of the same shape.
+    let shadow = live.shadow(&[]).await?;
+    prepare_pgbench_tables(shadow.spec(), 1).await?;
+    let config = SqlClosedConfig {
+        connections: CLIENTS,
+        duration: Duration::from_secs(SECONDS),
+        transaction_timeout: Duration::from_secs(30),
+    };
+    for (name, workload, extra) in [
+        (
+            "select-only",
+            SqlWorkload::pgbench_like(1, 0, 1),
+            vec!["-S"],
+        ),
+        ("tpcb-like", SqlWorkload::pgbench_like(1, 1, 0), vec![]),
+    ] {
+        let pgbench_tps = pgbench(shadow.spec(), &extra)?;
+        let report =
+            run_sql_closed(shadow.spec(), &workload, &config, CancellationToken::new()).await?;
+        println!(
+            "{name}: pgbench {pgbench_tps:.0} tps, umbra {:.0} tps ({:.0} %), umbra p99 {} us, errors {}",
+            report.committed_tps,
+            100.0 * report.committed_tps / pgbench_tps,
+            report.latency.p99_us,
+            report.errors.total()
+        );
+    }
+    shadow.destroy().await?;
+    Ok(())
+}
