@@ -457,3 +457,154 @@ fn dry_run_and_busy_api_port_change_nothing() {
         "processes left behind"
     );
 }
+
+fn append(config: &Path, text: &str) {
+    let mut current = std::fs::read_to_string(config).expect("read config");
+    current.push_str(text);
+    std::fs::write(config, current).expect("write config");
+}
+
+#[test]
+fn model_predictions_follow_the_active_model() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let api_port = free_port();
+    let config = write_config(dir.path(), api_port, free_port());
+    append(&config, "\n[model]\nenabled = true\n");
+    let mut daemon = start_daemon(&config);
+
+    let report = wait_until(
+        api_port,
+        Duration::from_secs(30),
+        "a model prediction",
+        |s| s["tick"].as_u64().unwrap_or(0) > 3,
+    );
+    let source = report["assets"][0]["probability_source"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        source.contains('@'),
+        "expected the embedded default model, got `{source}`"
+    );
+
+    // Activating the rule-based estimate takes effect without a restart.
+    let (line, body) = http(
+        api_port,
+        "POST",
+        "/v1/models/activate",
+        r#"{"reference": "rule-based"}"#,
+    );
+    assert!(line.contains("200"), "{line} {body}");
+    wait_until(
+        api_port,
+        Duration::from_secs(10),
+        "the rule-based estimate",
+        |s| s["assets"][0]["probability_source"] == "rule-based",
+    );
+    let (line, body) = http(
+        api_port,
+        "POST",
+        "/v1/models/activate",
+        r#"{"reference": "nosuch@1"}"#,
+    );
+    assert!(
+        line.contains("409") && body.contains("nosuch@1"),
+        "{line} {body}"
+    );
+
+    terminate(&mut daemon);
+    let store = umbra_host::store::Store::open(dir.path().join("work/store"), Default::default())
+        .expect("store opens");
+    let features = store.events("model_features").expect("feature log").len();
+    assert!(
+        features > 3,
+        "only {features} feature records for export-dataset"
+    );
+}
+
+#[test]
+fn congestion_profile_is_undone_after_sigkill() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let api_port = free_port();
+    let config = write_config(dir.path(), api_port, free_port());
+    // A sequencer in Rhai that runs the congestion scenario first.
+    std::fs::write(
+        dir.path().join("sequencer.rhai"),
+        r#"
+fn next_plan(asset, profiles) {
+    if !asset.completed_profiles.contains("congestion") {
+        #{ profile: "congestion", duration_ms: 0, reason: "congestion first" }
+    } else {
+        #{ profile: "normal", duration_ms: 0, reason: "baseline" }
+    }
+}
+"#,
+    )
+    .expect("write sequencer");
+    append(
+        &config,
+        r#"
+[policies]
+sequencer = "sequencer.rhai"
+
+[[profile]]
+name = "congestion"
+kind = "failure"
+scenario = "network congestion"
+hold_ms = 60000
+network = { rules = [{ direction = "downstream", kind = "latency", latency_ms = 400 }] }
+"#,
+    );
+    let mut daemon = start_daemon(&config);
+    let report = wait_until(
+        api_port,
+        Duration::from_secs(60),
+        "the congestion profile",
+        |s| s["assets"][0]["profile"]["name"] == "congestion",
+    );
+    let proxy = report["assets"][0]["shadow"]["proxy_port"]
+        .as_u64()
+        .unwrap_or_default() as u16;
+    let started = Instant::now();
+    let (line, _) = http(proxy, "GET", "/health", "");
+    let slowed = started.elapsed();
+    assert!(line.contains("200"), "{line}");
+    assert!(
+        slowed >= Duration::from_millis(400),
+        "the congestion profile added only {slowed:?}"
+    );
+    let _ = daemon.0.kill();
+    let _ = daemon.0.wait();
+
+    // After a restart, the new shadow answers through its proxy without the
+    // injected latency.
+    let mut daemon = start_daemon(&config);
+    let report = wait_until(api_port, Duration::from_secs(30), "a new shadow", |s| {
+        s["assets"][0]["shadow"]["proxy_port"].as_u64().is_some()
+            && s["assets"][0]["profile"].is_null()
+    });
+    let proxy = report["assets"][0]["shadow"]["proxy_port"]
+        .as_u64()
+        .unwrap_or_default() as u16;
+    let started = Instant::now();
+    let (line, _) = http(proxy, "GET", "/health", "");
+    let elapsed = started.elapsed();
+    assert!(line.contains("200"), "{line}");
+    assert!(
+        elapsed < Duration::from_millis(300),
+        "the shadow still answers in {elapsed:?}"
+    );
+    let recovered = events(api_port);
+    assert!(
+        recovered.iter().any(|e| e["type"] == "leftovers_cleaned"),
+        "no leftovers_cleaned event after the restart"
+    );
+
+    terminate(&mut daemon);
+    let work_text = dir.path().join("work").display().to_string();
+    assert_eq!(
+        processes_mentioning(&work_text),
+        Vec::<(u32, String)>::new(),
+        "processes left behind"
+    );
+}

@@ -75,6 +75,22 @@ pub(super) async fn handle(
                 },
             },
         },
+        (&Method::GET, "/v1/models") => match models(&state) {
+            Ok(value) => json_ok(&value),
+            Err(message) => error(StatusCode::INTERNAL_SERVER_ERROR, message),
+        },
+        (&Method::POST, "/v1/models/activate") => match authorize(&request, &state) {
+            Err(response) => *response,
+            Ok(()) => match read_json::<ActivateRequest>(request).await {
+                Err(response) => *response,
+                Ok(activate) => match crate::model::ModelRepository::open(state.engine.store())
+                    .and_then(|repository| repository.activate(&activate.reference))
+                {
+                    Ok(choice) => json_ok(&choice),
+                    Err(model_error) => error(StatusCode::CONFLICT, model_error.to_string()),
+                },
+            },
+        },
         (&Method::POST, "/v1/rollback") => match authorize(&request, &state) {
             Err(response) => *response,
             Ok(()) => match read_json::<RollbackRequest>(request).await {
@@ -91,8 +107,16 @@ pub(super) async fn handle(
         },
         (
             _,
-            "/healthz" | "/metrics" | "/v1/status" | "/v1/events" | "/v1/audit" | "/v1/series"
-            | "/v1/deployments" | "/v1/rollback",
+            "/healthz"
+            | "/metrics"
+            | "/v1/status"
+            | "/v1/events"
+            | "/v1/audit"
+            | "/v1/series"
+            | "/v1/deployments"
+            | "/v1/rollback"
+            | "/v1/models"
+            | "/v1/models/activate",
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} is not allowed on {path}", request.method()),
@@ -100,6 +124,24 @@ pub(super) async fn handle(
         _ => error(StatusCode::NOT_FOUND, format!("no endpoint {path}")),
     };
     Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateRequest {
+    reference: String,
+}
+
+fn models(state: &State) -> Result<serde_json::Value, String> {
+    let repository =
+        crate::model::ModelRepository::open(state.engine.store()).map_err(|e| e.to_string())?;
+    let models = repository.list().map_err(|e| e.to_string())?;
+    let active = repository.active().map_err(|e| e.to_string())?;
+    Ok(json!({
+        "enabled": state.engine.config().model.enabled,
+        "active": active,
+        "models": models,
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,6 +74,7 @@ fn demo_config(work_dir: &Path, program: &Path, live_port: u16, api: SocketAddr)
         },
         confidence: Default::default(),
         policies: Default::default(),
+        model: Default::default(),
         service: vec![ServiceConfig {
             name: "shop".to_owned(),
             criticality: 0.9,

@@ -5,9 +5,9 @@ mod ingest;
 mod model;
 mod policy;
 mod remote;
+mod replay;
 mod run;
 mod timeline;
-mod replay;
 
 use std::process::ExitCode;
 

@@ -12,8 +12,8 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use schema::{
-    ApiConfig, AssetConfig, AssetKind, EngineSettings, LoadConfig, MetricsSource, ProcedureConfig,
-    ProfileConfig, ProfileKind, ServiceConfig, SloConfig, StoreSection,
+    ApiConfig, AssetConfig, AssetKind, EngineSettings, LoadConfig, MetricsSource, ModelSection,
+    ProcedureConfig, ProfileConfig, ProfileKind, ServiceConfig, SloConfig, StoreSection,
 };
 pub use validate::{ConfigError, NAME_RULE, Problem, is_name};
 

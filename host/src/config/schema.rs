@@ -30,6 +30,9 @@ pub struct EngineConfig {
     /// Which policies make the decisions.
     #[serde(default)]
     pub policies: PolicyConfig,
+    /// Failure prediction.
+    #[serde(default)]
+    pub model: ModelSection,
     /// Services, each a group of assets with a criticality.
     #[serde(default)]
     pub service: Vec<ServiceConfig>,
@@ -52,11 +55,24 @@ impl Default for EngineConfig {
             api: ApiConfig::default(),
             confidence: ConfidenceConfig::default(),
             policies: PolicyConfig::default(),
+            model: ModelSection::default(),
             service: Vec::new(),
             asset: Vec::new(),
             profile: default_profiles(),
         }
     }
+}
+
+/// `[model]`: where failure probabilities come from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// Predict with the store's active model (the embedded default model
+    /// until `umbra model activate` chooses another), following changes of
+    /// the active model without a restart, and record each tick's features
+    /// for `umbra model export-dataset`. With `false`, the engine uses its
+    /// rule-based estimate.
+    pub enabled: bool,
 }
 
 /// `[engine]`: timing of the control loop and guardrails.

@@ -83,8 +83,14 @@ pub struct AssetState {
     pub analysis: Analysis,
     /// Latest drift assessment.
     pub drift: Option<DriftAssessment>,
+    /// Relative change of each compared metric in the latest window.
+    pub changes: std::collections::BTreeMap<String, f64>,
+    /// Recent SLO ratios, for the model's slope features.
+    pub trend: crate::model::TrendWindow,
     /// Latest load seen by the shadow's load generator.
     pub latest_load: Option<TickLoad>,
+    /// This tick's model prediction and its source, before it is applied.
+    pub model_probability: Option<(f64, String)>,
     /// Failure probability.
     pub probability: f64,
     /// Where it came from.
@@ -148,7 +154,10 @@ impl AssetState {
             control: None,
             analysis: Analysis::new(window_ticks, calibration_windows),
             drift: None,
+            changes: Default::default(),
+            trend: crate::model::TrendWindow::default(),
             latest_load: None,
+            model_probability: None,
             probability: 0.0,
             probability_source: super::risk::RULE_BASED.to_owned(),
             reported_probability: 0.0,

@@ -71,6 +71,10 @@ pub(super) struct Controller {
     pub live_versions: KvTree,
     pub guardrails: KvTree,
     pub faults: crate::fault::FaultLedger,
+    /// Behind a mutex only because tract's model is `Send` but not `Sync`;
+    /// the control loop is its only user.
+    pub predictor: Option<std::sync::Mutex<crate::model::Predictor>>,
+    pub history: Option<crate::model::History>,
     pub audit: EventLog,
     pub client: HttpClient,
     pub assets: Vec<AssetState>,
@@ -287,6 +291,10 @@ impl Controller {
         if comparisons.is_empty() {
             return;
         }
+        asset.changes = comparisons
+            .iter()
+            .map(|c| (c.metric.clone(), c.relative_change))
+            .collect();
         let status = asset.policy_status();
         let outcome = self.policies.assess_drift(&status, &comparisons);
         self.observe(&outcome, Decision::Drift);
@@ -550,6 +558,11 @@ impl Controller {
         asset.shadow_failure = Some(reason.clone());
         asset.failure_profile = profile.clone();
         asset.failure_handled = false;
+        if let Some(history) = &self.history
+            && let Err(error) = history.record_failure(now_ms(), asset.name(), &reason)
+        {
+            tracing::warn!(%error, "cannot record a shadow failure for training");
+        }
         self.recorder.record(EngineEvent::ShadowFailed {
             asset: asset.name().to_owned(),
             role: Role::Shadow.as_str().to_owned(),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::confidence::TickInputs;
+use crate::model::AssetFeatures;
 use crate::policy::Decision;
 use crate::policy::types::{Action, AssetStatus, ServiceStatus, Severity};
 use crate::store::{Labels, Sample, SeriesSamples};
@@ -89,6 +90,7 @@ impl Controller {
         samples: &mut Vec<SeriesSamples>,
     ) {
         let mut inputs = TickInputs::default();
+        self.predict_with_model(assets, ts_ms);
         for asset in assets.iter_mut() {
             self.predict(asset);
             let drift = asset.drift.as_ref().map_or(0.0, |drift| drift.score);
@@ -167,7 +169,48 @@ impl Controller {
         }
     }
 
+    /// Predicts every asset with the store's active model when `[model]` is
+    /// enabled, in one batch, and records the features for training.
+    fn predict_with_model(&mut self, assets: &mut [AssetState], ts_ms: i64) {
+        let Some(predictor) = self.predictor.as_ref() else {
+            return;
+        };
+        let mut predictor = predictor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seconds = ts_ms as f64 / 1000.0;
+        let batch: Vec<AssetFeatures> = assets
+            .iter_mut()
+            .map(|asset| {
+                let mut features = features_of(asset);
+                asset.trend.push(seconds, &mut features);
+                features
+            })
+            .collect();
+        let predictions = predictor.predict(&batch);
+        drop(predictor);
+        for ((asset, prediction), features) in assets.iter_mut().zip(predictions).zip(&batch) {
+            asset.model_probability = Some((prediction.probability, prediction.source.to_string()));
+            if let Some(history) = &self.history
+                && let Err(error) = history.record_features(ts_ms, asset.name(), features)
+            {
+                tracing::warn!(%error, "cannot record model features");
+            }
+        }
+    }
+
     fn predict(&mut self, asset: &mut AssetState) {
+        if let Some((probability, source)) = asset.model_probability.take() {
+            // A failed shadow has failed, whatever the model expected.
+            asset.probability = if asset.shadow_failure.is_some() {
+                probability.max(0.95)
+            } else {
+                probability
+            };
+            asset.probability_source = source;
+            self.report_prediction(asset);
+            return;
+        }
         let slo = &asset.config.slo;
         let inputs = RiskInputs {
             drift_score: asset.drift.as_ref().map_or(0.0, |drift| drift.score),
@@ -183,6 +226,12 @@ impl Controller {
         };
         asset.probability = risk::estimate(&inputs);
         asset.probability_source = risk::RULE_BASED.to_owned();
+        self.report_prediction(asset);
+    }
+
+    /// Records a `prediction` event when the probability crossed 0.5 or moved
+    /// by [`PREDICTION_STEP`] since the last one.
+    fn report_prediction(&self, asset: &mut AssetState) {
         let crossed = (asset.probability >= 0.5) != (asset.reported_probability >= 0.5);
         if crossed || (asset.probability - asset.reported_probability).abs() >= PREDICTION_STEP {
             asset.reported_probability = asset.probability;
@@ -400,6 +449,43 @@ impl Controller {
                 dry_run,
             });
         });
+    }
+}
+
+/// The model's view of one asset this tick.
+fn features_of(asset: &AssetState) -> AssetFeatures {
+    let slo = &asset.config.slo;
+    let change = |metric: &str| asset.changes.get(metric).copied().unwrap_or(0.0);
+    let load = asset.latest_load.filter(|load| load.requests > 0);
+    AssetFeatures {
+        drift_score: asset.drift.as_ref().map_or(0.0, |drift| drift.score),
+        latency_p50_change: change("latency_p50_seconds"),
+        latency_p99_change: change("latency_p99_seconds"),
+        error_rate_change: change("error_rate"),
+        throughput_change: 0.0,
+        cpu_change: change("cpu_seconds_per_request"),
+        rss_change: change("rss_bytes"),
+        fds_change: change("open_fds"),
+        threads_change: change("threads"),
+        utilisation: 0.0,
+        latency_p99_slo_ratio: load.map_or(0.0, |load| {
+            load.latency_p99_seconds * 1000.0 / slo.latency_p99_ms
+        }),
+        error_rate_slo_ratio: load.map_or(0.0, |load| load.error_rate() / slo.error_rate.max(1e-6)),
+        throughput_plan_ratio: load
+            .filter(|load| load.target_rps > 0.0)
+            .map_or(1.0, |load| load.throughput_rps / load.target_rps),
+        profile_intensity: match (&asset.stress, &asset.shadow) {
+            (Some(stress), _) => stress.profile.multiple,
+            (None, Some(_)) => 1.0,
+            (None, None) => 0.0,
+        },
+        stress_seconds: asset
+            .stress
+            .as_ref()
+            .map_or(0.0, |stress| stress.run.elapsed().as_secs_f64()),
+        latency_p99_slo_ratio_slope: 0.0,
+        error_rate_slo_ratio_slope: 0.0,
     }
 }
 

@@ -138,6 +138,9 @@ pub enum EngineError {
         /// The shadow's start failure.
         error: String,
     },
+    /// The model repository or history could not be opened.
+    #[error("failure models: {0}")]
+    Model(#[from] crate::model::ModelError),
     /// No free port for a shadow.
     #[error("no free loopback port: {0}")]
     Port(std::io::Error),
@@ -297,6 +300,17 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
     let fault_tree = store.kv("faults")?;
     let fault_cleanup = crate::fault::cleanup_leftovers(&fault_tree);
     let faults = crate::fault::FaultLedger::new(fault_tree);
+    let (predictor, history) = if config.model.enabled {
+        let repository = crate::model::ModelRepository::open(&store)?;
+        (
+            Some(std::sync::Mutex::new(
+                crate::model::Predictor::from_repository(repository),
+            )),
+            Some(crate::model::History::open(&store)?),
+        )
+    } else {
+        (None, None)
+    };
 
     let leftovers = process::cleanup_leftovers(&instances);
     let mut adopted = Vec::new();
@@ -406,6 +420,8 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
         live_versions,
         guardrails,
         faults,
+        predictor,
+        history,
         audit: store.events(AUDIT_LOG)?,
         client: HttpClient::default(),
         assets,
