@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::confidence::ConfidenceConfig;
-use crate::fault::{FaultSet, ResourceFault};
+use crate::fault::{Direction, Fault, FaultRule, FaultSet, ResourceFault};
 use crate::policy::PolicyConfig;
 use crate::store::StoreConfig;
 
@@ -395,5 +395,26 @@ pub fn default_profiles() -> Vec<ProfileConfig> {
         profile("peak", ProfileKind::Peak, 8.0, 5_000, 20_000),
         profile("spike", ProfileKind::Spike, 12.0, 0, 5_000),
         profile("soak", ProfileKind::Soak, 1.5, 0, 600_000),
+        ProfileConfig {
+            scenario: Some("network congestion".to_owned()),
+            network: Some(FaultSet::new([
+                FaultRule {
+                    direction: Direction::Downstream,
+                    toxicity: 1.0,
+                    fault: Fault::Latency {
+                        latency_ms: 200,
+                        jitter_ms: 50,
+                    },
+                },
+                FaultRule {
+                    direction: Direction::Downstream,
+                    toxicity: 1.0,
+                    fault: Fault::Bandwidth {
+                        rate_bytes_per_second: 256 * 1024,
+                    },
+                },
+            ])),
+            ..profile("congestion", ProfileKind::Failure, 1.0, 0, 30_000)
+        },
     ]
 }
