@@ -18,7 +18,7 @@ pub struct EngineConfig {
     /// Control-loop settings.
     #[serde(default)]
     pub engine: EngineSettings,
-    /// Where metrics, events, deployments and the audit log live.
+    /// Location of metrics, events, deployments and the audit log.
     #[serde(default)]
     pub store: StoreSection,
     /// The JSON API and `/metrics`.
@@ -27,7 +27,7 @@ pub struct EngineConfig {
     /// Confidence indicator settings.
     #[serde(default)]
     pub confidence: ConfidenceConfig,
-    /// Which policies make the decisions.
+    /// Policies that make the decisions.
     #[serde(default)]
     pub policies: PolicyConfig,
     /// Failure prediction.
@@ -85,7 +85,7 @@ pub struct EngineSettings {
     pub window_ticks: usize,
     /// A/A windows measured after a shadow comes up, before drift counts.
     pub calibration_windows: usize,
-    /// Time a shadow has to answer its health check after it starts.
+    /// Time a shadow has to pass its health check after it starts.
     pub startup_timeout_ms: u64,
     /// Time the live asset must hold its service's confidence above the
     /// threshold, after its shadow passed a peak run, for the version to
@@ -204,7 +204,7 @@ pub struct AssetConfig {
     /// omitted.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
-    /// Path answered with 2xx when the instance is healthy.
+    /// Path that returns 2xx when the instance is healthy.
     #[serde(default = "default_health_path")]
     pub health_path: String,
     /// The instance's own request metrics; without it only `/proc` metrics
@@ -224,8 +224,7 @@ fn default_health_path() -> String {
     "/health".to_owned()
 }
 
-/// Where an instance exposes its request metrics in the Prometheus text
-/// format.
+/// Request metrics endpoint of an instance, in the Prometheus text format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSource {

@@ -39,7 +39,7 @@ pub struct Control {
     pub stress: Stress,
     /// The version to roll back to.
     pub to_version: String,
-    /// Why the rollback was asked for.
+    /// Reason for the rollback.
     pub reason: String,
 }
 
@@ -93,7 +93,7 @@ pub struct AssetState {
     pub model_probability: Option<(f64, String)>,
     /// Failure probability.
     pub probability: f64,
-    /// Where it came from.
+    /// Source of the probability.
     pub probability_source: String,
     /// Last probability reported in an event.
     pub reported_probability: f64,
@@ -106,11 +106,11 @@ pub struct AssetState {
     pub healthy_since: Option<Instant>,
     /// Profiles completed by the current shadow.
     pub completed: Vec<String>,
-    /// Why the shadow failed.
+    /// Reason the shadow failed.
     pub shadow_failure: Option<String>,
     /// Profile it failed under.
     pub failure_profile: Option<String>,
-    /// Whether an action already answered the current failure.
+    /// Whether an action already handled the current failure.
     pub failure_handled: bool,
     /// Time of the last rollback, in ms since the Unix epoch. It is kept in
     /// the store, so a restart does not reset the rollback window.

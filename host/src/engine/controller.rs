@@ -45,7 +45,7 @@ pub enum Command {
     Deploy {
         /// The deployment.
         request: super::DeployRequest,
-        /// Where the answer goes.
+        /// Channel for the reply.
         reply: oneshot::Sender<Result<super::DeployOutcome, EngineError>>,
     },
     /// Roll an asset back by hand.
@@ -54,7 +54,7 @@ pub enum Command {
         asset: String,
         /// Target version; the latest known-good one when `None`.
         to_version: Option<String>,
-        /// Where the answer goes.
+        /// Channel for the reply.
         reply: oneshot::Sender<Result<super::DeployOutcome, EngineError>>,
     },
 }

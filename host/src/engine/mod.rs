@@ -52,7 +52,7 @@ use events::Recorder;
 use process::{Instance, Role};
 use versions::Versions;
 
-/// Why the engine refused a request or could not start.
+/// Error of a rejected request or of a failed start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The store failed.
@@ -106,7 +106,7 @@ pub enum EngineError {
         asset: String,
         /// Version.
         version: String,
-        /// Why it is bad.
+        /// Reason it is bad.
         reason: String,
     },
     /// No known-good version to roll back to.
@@ -167,7 +167,7 @@ pub struct DeployRequest {
     pub version: String,
     /// Full configuration file of the version.
     pub config: String,
-    /// Who asked: `api`, `cli`, `demo`.
+    /// Origin of the request: `api`, `cli` or `demo`.
     #[serde(default = "default_origin")]
     pub origin: String,
 }

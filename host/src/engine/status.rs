@@ -91,13 +91,13 @@ pub struct AssetReport {
     pub drift_level: Option<String>,
     /// Failure probability.
     pub failure_probability: f64,
-    /// Where it came from: a model or the rule-based estimate.
+    /// Source of the probability: a model or the rule-based estimate.
     pub probability_source: String,
     /// Asset confidence.
     pub confidence: f64,
     /// Whether the live version's shadow passed a peak run.
     pub peak_passed: bool,
-    /// Why the shadow failed, if it did.
+    /// Reason the shadow failed, if it did.
     pub shadow_failure: Option<String>,
     /// Stress profile in progress.
     pub profile: Option<ProfileReport>,
