@@ -104,8 +104,13 @@ async fn slow_storm_appears_in_metrics() -> TestResult {
         &[("asset", "db"), ("role", "shadow")],
         shadow.spec().data_dir.clone(),
     );
+    // Sample until the storm ends, so a loaded machine that starts the
+    // queries late still has them sampled while they run.
     let mut max_slow = 0.0_f64;
-    for tick in 0..12 {
+    for tick in 0..60 {
+        if storm.is_finished() {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
         let samples = collector.collect(&client, tick).await?;
         for series in samples
