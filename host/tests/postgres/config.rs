@@ -6,7 +6,8 @@ use crate::support::TestResult;
 
 #[test]
 fn example_config_parses() -> TestResult {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/postgres.toml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/postgres/asset.toml");
     let text = std::fs::read_to_string(&path)?;
 
     let config: PostgresAssetConfig = toml::from_str(&text)?;
