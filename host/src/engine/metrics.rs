@@ -34,8 +34,6 @@ pub type TickValues = BTreeMap<&'static str, f64>;
 #[derive(Debug, Default)]
 pub struct Scraper {
     previous: Option<Totals>,
-    /// Failed scrapes in a row.
-    pub failures: u32,
     /// Requests counted by the instance since Umbra started watching it,
     /// across counter resets.
     pub requests_seen: f64,
@@ -44,6 +42,9 @@ pub struct Scraper {
 #[derive(Debug, Clone)]
 struct Totals {
     at: Instant,
+    /// Time of the scrape that `requests`, `errors` and `buckets` come from,
+    /// which is earlier than `at` after failed scrapes.
+    requests_at: Instant,
     cpu_seconds: f64,
     io_bytes: f64,
     requests: Option<f64>,
@@ -66,6 +67,7 @@ impl Scraper {
         let usage = tree_usage(pid).ok();
         let mut totals = Totals {
             at: now,
+            requests_at: now,
             cpu_seconds: 0.0,
             io_bytes: 0.0,
             requests: None,
@@ -81,42 +83,64 @@ impl Scraper {
         }
         if let Some(source) = source {
             let url = format!("http://127.0.0.1:{port}{}", source.path);
+            // A failed scrape leaves this tick without request metrics; the
+            // next good scrape computes rates over the whole gap.
             match client.get(&url, timeout, MAX_METRICS_BYTES).await {
                 Ok(response) if response.status == 200 => {
-                    let text = String::from_utf8_lossy(&response.body);
-                    if let Ok(samples) = exposition::parse(&text) {
-                        read_request_totals(&samples, source, &mut totals);
-                        self.failures = 0;
-                    } else {
-                        self.failures += 1;
+                    match exposition::parse(&String::from_utf8_lossy(&response.body)) {
+                        Ok(samples) => read_request_totals(&samples, source, &mut totals),
+                        Err(error) => tracing::debug!(%url, %error, "invalid metrics page"),
                     }
                 }
-                _ => self.failures += 1,
+                Ok(response) => {
+                    tracing::debug!(%url, status = response.status, "metrics scrape failed")
+                }
+                Err(error) => tracing::debug!(%url, %error, "metrics scrape failed"),
             }
         }
 
+        if totals.requests.is_none()
+            && let Some(previous) = &self.previous
+        {
+            // Keep the last scraped request totals, so the next good scrape
+            // counts the requests of the whole gap.
+            totals.requests_at = previous.requests_at;
+            totals.requests = previous.requests;
+            totals.errors = previous.errors;
+            totals.buckets = previous.buckets.clone();
+        }
         if let Some(previous) = &self.previous {
             let seconds = now.duration_since(previous.at).as_secs_f64().max(1e-3);
+            let request_seconds = now
+                .duration_since(previous.requests_at)
+                .as_secs_f64()
+                .max(1e-3);
+            let scraped_now = totals.requests_at == now;
             let cpu = delta(previous.cpu_seconds, totals.cpu_seconds);
             values.insert("cpu_cores", cpu / seconds);
             values.insert(
                 "io_bytes_per_second",
                 delta(previous.io_bytes, totals.io_bytes) / seconds,
             );
-            if let (Some(before), Some(after)) = (previous.requests, totals.requests) {
+            if let (Some(before), Some(after)) = (previous.requests, totals.requests)
+                && scraped_now
+            {
                 let requests = delta(before, after);
                 self.requests_seen += requests;
-                values.insert("request_rate", requests / seconds);
+                values.insert("request_rate", requests / request_seconds);
                 if requests > 0.0 {
                     let errors = match (previous.errors, totals.errors) {
                         (Some(before), Some(after)) => delta(before, after),
                         _ => 0.0,
                     };
                     values.insert("error_rate", (errors / requests).clamp(0.0, 1.0));
-                    values.insert("cpu_seconds_per_request", cpu / requests);
+                    if previous.requests_at == previous.at {
+                        values.insert("cpu_seconds_per_request", cpu / requests);
+                    }
                 }
             }
             if let (Some(before), Some(after)) = (&previous.buckets, &totals.buckets)
+                && scraped_now
                 && let Some(diff) = bucket_delta(before, after)
             {
                 if let Some(p50) = histogram_quantile(&diff, 0.5) {
