@@ -16,7 +16,7 @@ use crate::common::{ChildGuard, free_port, http, processes_mentioning, repo_root
 const DEMO_LIMIT: Duration = Duration::from_secs(240);
 
 #[test]
-fn demo_rolls_back_the_version_whose_shadow_fails_under_peak() {
+fn demo_rolls_back_failing_version() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let work = dir.path().join("work");
     let summary_path = dir.path().join("summary.json");
@@ -84,7 +84,7 @@ fn demo_rolls_back_the_version_whose_shadow_fails_under_peak() {
     );
     assert!(last > 0.5, "confidence did not recover: {confidences:?}");
 
-    // The event log tells the same story.
+    // The event log records the same sequence.
     let store = Store::open(work.join("store"), StoreConfig::default()).expect("store opens");
     let events: Vec<EngineEvent> = store
         .events(EVENT_LOG)
@@ -135,15 +135,31 @@ fn demo_rolls_back_the_version_whose_shadow_fails_under_peak() {
         })
         .expect("confidence recovered");
     assert!(
-        v1_known_good < v2_failed && v2_failed < control_passed && control_passed < rolled_back
+        v1_known_good < v2_failed,
+        "v2 failed before v1 was known-good"
     );
-    assert!(fell < rolled_back && rolled_back < recovered);
+    assert!(
+        v2_failed < control_passed,
+        "the control ran before v2 failed"
+    );
+    assert!(
+        control_passed < rolled_back,
+        "the rollback came before the control passed"
+    );
+    assert!(
+        fell < rolled_back,
+        "confidence fell only after the rollback"
+    );
+    assert!(
+        rolled_back < recovered,
+        "confidence recovered before the rollback"
+    );
     assert!(
         !events.iter().any(|e| matches!(e, EngineEvent::VersionStatus { version, status, .. } if version == "v1" && status != "known-good")),
         "v1 did not stay known-good"
     );
 
-    // The audit log holds the decision, with the policy's digest, and its
+    // The audit log contains the decision, with the policy's digest, and its
     // outcome.
     let audit: Vec<Value> = store
         .events(AUDIT_LOG)

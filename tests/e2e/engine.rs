@@ -139,7 +139,8 @@ fn healthy_deployment_bad_input_and_crash_recovery() {
     let api = format!("http://127.0.0.1:{api_port}");
     let mut daemon = start_daemon(&config);
 
-    // v1 proves itself: its shadow passes peak, the service holds confidence.
+    // v1 proves itself: its shadow passes peak and the service keeps its
+    // confidence above the threshold.
     wait_until(api_port, Duration::from_secs(90), "v1 known-good", |s| {
         s["assets"][0]["version_status"] == "known-good"
     });
@@ -212,8 +213,8 @@ fn healthy_deployment_bad_input_and_crash_recovery() {
     );
 
     // A/A: a healthy version with a new label is deployed through the CLI,
-    // passes its peak run and becomes known-good; nothing is rolled back
-    // over the following 45 s, 225 ticks: almost four minutes at the
+    // passes its peak run and becomes known-good. Then nothing is rolled
+    // back over 45 s, which is 225 ticks or almost four minutes at the
     // default 1 s tick.
     let v1b = dir.path().join("v1b.toml");
     std::fs::write(&v1b, V1.replace("\"v1\"", "\"v1b\"")).expect("write v1b");
@@ -576,8 +577,8 @@ network = { rules = [{ direction = "downstream", kind = "latency", latency_ms = 
     let _ = daemon.0.kill();
     let _ = daemon.0.wait();
 
-    // After a restart, the new shadow answers through its proxy without the
-    // injected latency.
+    // After a restart, the new shadow responds through its proxy without
+    // the injected latency.
     let mut daemon = start_daemon(&config);
     let report = wait_until(api_port, Duration::from_secs(30), "a new shadow", |s| {
         s["assets"][0]["shadow"]["proxy_port"].as_u64().is_some()

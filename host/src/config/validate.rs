@@ -14,7 +14,7 @@ use crate::confidence::topological_order;
 pub struct Problem {
     /// Path of the value, such as `asset[0].slo.error_rate`.
     pub path: String,
-    /// What is wrong and how to fix it.
+    /// Description of the problem and its fix.
     pub message: String,
 }
 
@@ -116,7 +116,7 @@ pub fn is_name(value: &str) -> bool {
 pub const NAME_RULE: &str =
     "use 1 to 64 ASCII letters, digits, `-`, `_` or `.`, starting with a letter or digit";
 
-/// Longest duration setting, 30 days in milliseconds.
+/// Maximum of every duration setting, 30 days in milliseconds.
 const MAX_DURATION_MS: u64 = 30 * 24 * 3_600_000;
 
 fn unit(value: f64) -> bool {

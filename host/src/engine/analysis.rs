@@ -13,7 +13,7 @@ use crate::policy::types;
 
 use super::metrics::{COMPARED, TickValues};
 
-/// Where the analysis of an asset stands.
+/// Stage of an asset's analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Measuring the noise floor in A/A windows.
@@ -35,7 +35,7 @@ pub struct Analysis {
     windows_done: usize,
 }
 
-/// What one tick of analysis produced.
+/// Result of one tick of analysis.
 #[derive(Debug, PartialEq)]
 pub enum Progress {
     /// Still filling a window.

@@ -71,6 +71,8 @@ pub(super) struct Controller {
     pub live_versions: KvTree,
     pub guardrails: KvTree,
     pub faults: crate::fault::FaultLedger,
+    /// The profile library in the sequencer's terms, built once.
+    pub profiles: Vec<crate::policy::types::ProfileInfo>,
     /// Behind a mutex only because tract's model is `Send` but not `Sync`;
     /// the control loop is its only user.
     pub predictor: Option<std::sync::Mutex<crate::model::Predictor>>,
@@ -123,7 +125,7 @@ impl Controller {
         }
     }
 
-    /// One tick of the loop.
+    /// Runs one tick of the loop.
     pub async fn tick(&mut self) {
         let started = Instant::now();
         self.tick += 1;
@@ -311,8 +313,7 @@ impl Controller {
         asset.drift = Some(outcome.value);
 
         let status = asset.policy_status();
-        let profiles = self.profile_infos();
-        let outcome = self.policies.next_plan(&status, &profiles);
+        let outcome = self.policies.next_plan(&status, &self.profiles);
         self.observe(&outcome, Decision::Sequencer);
         let Some(plan) = outcome.value else {
             return;
@@ -325,9 +326,10 @@ impl Controller {
         }
     }
 
-    fn profile_infos(&self) -> Vec<crate::policy::types::ProfileInfo> {
+    /// Describes the profile library as the sequencer policy sees it.
+    pub fn profile_infos(config: &EngineConfig) -> Vec<crate::policy::types::ProfileInfo> {
         use crate::policy::types::{ProfileInfo, ProfileKind as Kind};
-        self.config
+        config
             .profile
             .iter()
             .map(|profile| ProfileInfo {
@@ -360,7 +362,7 @@ impl Controller {
         }
     }
 
-    /// The rate the shadow's baseline load follows.
+    /// Returns the rate that the shadow's baseline load follows.
     pub fn baseline_rate(&self, asset: &AssetState) -> f64 {
         let load = &asset.config.load;
         load.baseline_rps

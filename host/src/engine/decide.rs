@@ -164,8 +164,9 @@ impl Controller {
             }
             self.promote(assets, &service.service, service.below_threshold);
         }
-        for service in self.config.service.clone() {
-            self.remediate(assets, &service.name).await;
+        for index in 0..self.config.service.len() {
+            let service = self.config.service[index].name.clone();
+            self.remediate(assets, &service).await;
         }
     }
 
@@ -452,7 +453,7 @@ impl Controller {
     }
 }
 
-/// The model's view of one asset this tick.
+/// Builds the model's features of one asset for this tick.
 fn features_of(asset: &AssetState) -> AssetFeatures {
     let slo = &asset.config.slo;
     let change = |metric: &str| asset.changes.get(metric).copied().unwrap_or(0.0);

@@ -38,7 +38,7 @@ pub enum EngineEvent {
         previous: Option<String>,
         origin: String,
     },
-    /// An instance started and answered its health check.
+    /// An instance started and passed its health check.
     InstanceStarted {
         asset: String,
         role: String,

@@ -462,7 +462,7 @@ impl Controller {
         })
     }
 
-    /// The guardrails of a rollback to `target`.
+    /// Checks the guardrails of a rollback to `target`.
     pub fn check_rollback(&self, asset: &AssetState, target: &str) -> Result<(), EngineError> {
         let refuse = |reason: String| EngineError::RollbackRefused {
             asset: asset.name().to_owned(),

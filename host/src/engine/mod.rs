@@ -409,6 +409,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
 
     let (status_sender, status) = watch::channel(Arc::new(StatusReport::default()));
     let telemetry = Arc::new(Telemetry::default());
+    let profiles = Controller::profile_infos(&config);
     let controller = Controller {
         config,
         store: store.clone(),
@@ -420,6 +421,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
         live_versions,
         guardrails,
         faults,
+        profiles,
         predictor,
         history,
         audit: store.events(AUDIT_LOG)?,

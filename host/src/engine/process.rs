@@ -24,7 +24,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Lines of an instance's log quoted in a start failure.
 const LOG_TAIL_LINES: usize = 8;
 
-/// What an instance is for.
+/// Purpose of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -94,15 +94,13 @@ pub struct InstanceRecord {
 /// A running instance.
 #[derive(Debug)]
 pub struct Instance {
-    /// What was recorded about it.
+    /// Its record in the store.
     pub record: InstanceRecord,
     /// The child, or `None` for a live instance adopted after a restart of
     /// Umbra.
     child: Option<Child>,
-    /// Where its stdout and stderr go.
+    /// Log file of its stdout and stderr.
     pub log_path: PathBuf,
-    /// When it was started or adopted.
-    pub since: Instant,
 }
 
 /// A failure to start an instance.
@@ -132,7 +130,7 @@ pub enum StartError {
         /// Tail of its log.
         log: String,
     },
-    /// The process did not answer its health check in time.
+    /// The process did not pass its health check in time.
     #[error("did not answer {url} with 2xx within {timeout:?}; last log lines:\n{log}")]
     Unhealthy {
         /// Health URL.
@@ -233,11 +231,10 @@ pub fn spawn(launch: &Launch, log_dir: &Path) -> Result<Instance, StartError> {
         },
         child: Some(child),
         log_path,
-        since: Instant::now(),
     })
 }
 
-/// Starts `launch` and waits until it answers its health check.
+/// Starts `launch` and waits until it passes its health check.
 pub async fn start(
     launch: &Launch,
     log_dir: &Path,
@@ -340,12 +337,11 @@ impl Instance {
             record,
             child: None,
             log_path,
-            since: Instant::now(),
         }
     }
 }
 
-/// What [`cleanup_leftovers`] did.
+/// Result of [`cleanup_leftovers`].
 #[derive(Debug, Default)]
 pub struct Leftovers {
     /// Shadow and control instances that were stopped, as `asset/role`.
@@ -408,7 +404,7 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-/// The last lines of a log file.
+/// Returns the last lines of a log file.
 pub fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -421,7 +417,7 @@ pub fn tail(path: &Path) -> String {
     }
 }
 
-/// A free loopback port, chosen by the kernel.
+/// Returns a free loopback port, chosen by the kernel.
 pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())

@@ -17,7 +17,7 @@
 /// Label of estimates made by [`estimate`].
 pub const RULE_BASED: &str = "rule-based estimate";
 
-/// What the estimate looks at.
+/// Inputs of the estimate.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RiskInputs {
     /// Latest drift score, 0 when none was assessed.
@@ -35,7 +35,7 @@ fn logistic(ratio: f64) -> f64 {
     1.0 / (1.0 + (-8.0 * (ratio - 1.0)).exp())
 }
 
-/// The rule-based failure probability, in `[0, 1]`.
+/// Returns the rule-based failure probability, in `[0, 1]`.
 pub fn estimate(inputs: &RiskInputs) -> f64 {
     let mut survive = 1.0;
     for ratio in [inputs.latency_ratio, inputs.error_ratio]

@@ -114,7 +114,7 @@ impl LoadRun {
         merged
     }
 
-    /// Whether the run has ended.
+    /// Returns whether the run has ended.
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
@@ -131,7 +131,7 @@ impl Drop for LoadRun {
     }
 }
 
-/// What the load generator saw over one tick.
+/// Load generator figures over one tick.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TickLoad {
     /// Requests with an outcome.

@@ -43,13 +43,13 @@ pub struct VersionRecord {
     pub status: Status,
     /// SHA-256 of the configuration payload, hex.
     pub sha256: String,
-    /// Where the payload is stored.
+    /// Path of the stored payload.
     pub config_path: PathBuf,
     /// When it was first deployed, in ms since the Unix epoch.
     pub deployed_ms: i64,
     /// When its status last changed.
     pub status_ms: i64,
-    /// Why its status last changed.
+    /// Reason for the last status change.
     pub status_reason: String,
 }
 
