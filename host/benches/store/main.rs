@@ -6,6 +6,7 @@
 //! cargo bench -p umbra-host --bench store -- --compare-only --compare-minutes 10
 //! cargo bench -p umbra-host --bench store -- --ingest-only      # cost of fdatasync per commit
 //! cargo bench -p umbra-host --bench store -- --space-growth     # sled directory over time
+//! cargo bench -p umbra-host --bench store -- --space-day [HOURS] [INTERVAL_S]  # beside promtool's blocks
 //! ```
 //!
 //! Every figure is the median of several runs. Set `UMBRA_BENCH_DIR` to put the stores on a
@@ -23,6 +24,7 @@ use umbra_host::store::{
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 mod compare;
+mod space;
 
 const RUNS: usize = 5;
 const SERIES: usize = 1000;
@@ -43,6 +45,21 @@ fn main() -> BenchResult {
             .unwrap_or(0),
         cpu_model()
     );
+    if let Some(i) = args.iter().position(|a| a == "--space-day") {
+        let number = |k: usize, default: f64| -> BenchResult<f64> {
+            match args.get(i + k).filter(|a| !a.starts_with("--")) {
+                Some(a) => Ok(a
+                    .parse::<f64>()
+                    .map_err(|e| format!("--space-day argument `{a}`: {e}"))?),
+                None => Ok(default),
+            }
+        };
+        return space::run(&space::SpaceRun {
+            series: 512,
+            hours: number(1, 24.0)?,
+            interval_seconds: number(2, 15.0)? as u64,
+        });
+    }
     if args.iter().any(|a| a == "--space-growth") {
         return space_growth();
     }
