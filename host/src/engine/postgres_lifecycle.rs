@@ -223,6 +223,7 @@ impl Controller {
         target: &Settings,
         reset: &[String],
     ) -> Result<(), String> {
+        let reset = written_by_alter_system(driver.live(), reset).await;
         let candidate: Settings = reset
             .iter()
             .map(|name| (name.clone(), String::new()))
@@ -436,6 +437,34 @@ impl Controller {
             }
         }
         (live_values, shadow_values)
+    }
+}
+
+/// The names in `names` that `ALTER SYSTEM` wrote to the cluster's
+/// `postgresql.auto.conf`, so a reset neither fails on a name the server does not know
+/// nor restarts the server for a setting that is not set. Without the rights to read
+/// `pg_file_settings`, every name is kept.
+async fn written_by_alter_system(live: &crate::postgres::ClusterSpec, names: &[String]) -> Vec<String> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let rows = match crate::postgres::connect(live).await {
+        Ok(client) => client
+            .query(
+                "SELECT DISTINCT name FROM pg_file_settings \
+                 WHERE sourcefile LIKE '%/postgresql.auto.conf' AND name = ANY($1)",
+                &[&names],
+            )
+            .await
+            .map_err(|error| error.to_string()),
+        Err(error) => Err(chain(&error)),
+    };
+    match rows {
+        Ok(rows) => rows.iter().map(|row| row.get::<_, String>(0)).collect(),
+        Err(error) => {
+            tracing::warn!(cluster = %live, %error, "cannot read pg_file_settings, resetting every other version's settings");
+            names.to_vec()
+        }
     }
 }
 

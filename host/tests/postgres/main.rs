@@ -8,6 +8,7 @@
 mod bench;
 mod config;
 mod driver;
+mod engine;
 mod load;
 mod scenarios;
 mod settings;
