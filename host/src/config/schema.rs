@@ -240,6 +240,14 @@ impl AssetConfig {
             _ => self.port,
         }
     }
+
+    /// Host and port of the live asset, as written: `127.0.0.1` for a process.
+    pub fn live_address(&self) -> (&str, u16) {
+        match (&self.kind, &self.postgres) {
+            (AssetKind::Postgres, Some(postgres)) => (&postgres.live.host, postgres.live.port),
+            _ => ("127.0.0.1", self.port),
+        }
+    }
 }
 
 fn default_health_path() -> String {

@@ -299,14 +299,18 @@ impl EngineConfig {
                 ),
             );
         }
+        let address = asset.live_address();
         problems.check(
             self.asset
                 .iter()
-                .filter(|other| other.live_port() == asset.live_port())
+                .filter(|other| other.live_address() == address)
                 .count()
                 == 1,
             format!("{path}.port"),
-            format!("port {} is used by another asset", asset.live_port()),
+            format!(
+                "{}:{} is the live address of another asset: give each asset its own",
+                address.0, address.1
+            ),
         );
         problems.check(
             asset.health_path.starts_with('/'),

@@ -9,6 +9,7 @@ mod bench;
 mod config;
 mod driver;
 mod engine;
+mod engine_input;
 mod load;
 mod scenarios;
 mod settings;
