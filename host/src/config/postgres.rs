@@ -206,3 +206,84 @@ fn check_workload(path: &str, workload: &WorkloadConfig, problems: &mut Problems
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConfigError, EngineConfig};
+
+    const ASSET: &str = r#"
+[[service]]
+name = "orders"
+
+[[asset]]
+name = "orders-db"
+service = "orders"
+kind = "postgres"
+version = "v1"
+config = "v1.conf"
+slo = { latency_p99_ms = 250, error_rate = 0.01 }
+"#;
+
+    fn problems(section: &str, settings: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("v1.conf"), settings).expect("settings file");
+        let text = format!("{ASSET}{section}");
+        match EngineConfig::from_toml(&text, dir.path()) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            Err(error) => vec![error.to_string()],
+        }
+    }
+
+    #[test]
+    fn valid_section_loads_without_a_cluster() {
+        let section = r#"
+[asset.postgres]
+live = { host = "db.internal", port = 5432, user = "umbra", database = "orders", passfile = "/nowhere/.pgpass" }
+shadow = { ports = [55432, 55440] }
+"#;
+
+        assert_eq!(problems(section, "work_mem = '8MB'\n"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_names_its_path() {
+        let section = r#"
+command = ["postgres"]
+[asset.postgres]
+live = { host = "", port = 0, user = "umbra", database = "orders", password = "x", passfile = "p" }
+shadow = { ports = [6000, 5000] }
+workload = { type = "pgbench_like", scale = 0, tpcb_weight = 0, select_weight = 0 }
+"#;
+
+        let found = problems(section, "work_mem 8MB\n");
+
+        for expected in [
+            "asset[0].postgres.live.host: must not be empty",
+            "asset[0].postgres.live.port",
+            "asset[0].postgres.live.password: give either",
+            "asset[0].postgres.shadow.ports: `[6000, 5000]`",
+            "asset[0].postgres.workload.scale",
+            "asset[0].postgres.workload: `tpcb_weight`",
+            "asset[0].command: applies only to process assets",
+            "asset[0].config: ",
+        ] {
+            assert!(
+                found.iter().any(|problem| problem.starts_with(expected)),
+                "`{expected}` missing from {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn postgres_asset_needs_its_section() {
+        let found = problems("", "work_mem = '8MB'\n");
+
+        assert!(
+            found.iter().any(|problem| problem.starts_with("asset[0].postgres:")),
+            "{found:#?}"
+        );
+    }
+}
