@@ -12,11 +12,11 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use postgres::{LiveClusterConfig, PostgresSection, PostgresShadowConfig};
 pub use schema::{
     ApiConfig, AssetConfig, AssetKind, EngineSettings, LoadConfig, MetricsSource, ModelSection,
     ProcedureConfig, ProfileConfig, ProfileKind, ServiceConfig, SloConfig, StoreSection,
 };
-pub use postgres::{LiveClusterConfig, PostgresSection, PostgresShadowConfig};
 pub use validate::{ConfigError, NAME_RULE, Problem, is_name};
 
 /// A parsed and validated engine configuration.

@@ -187,7 +187,9 @@ fn check_workload(path: &str, workload: &WorkloadConfig, problems: &mut Problems
         }
         WorkloadConfig::Custom { transactions, .. } => {
             problems.check(
-                transactions.iter().any(|transaction| transaction.weight > 0),
+                transactions
+                    .iter()
+                    .any(|transaction| transaction.weight > 0),
                 format!("{path}.workload.transactions"),
                 "list at least one transaction with a weight above 0",
             );
@@ -245,7 +247,10 @@ live = { host = "db.internal", port = 5432, user = "umbra", database = "orders",
 shadow = { ports = [55432, 55440] }
 "#;
 
-        assert_eq!(problems(section, "work_mem = '8MB'\n"), Vec::<String>::new());
+        assert_eq!(
+            problems(section, "work_mem = '8MB'\n"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -282,7 +287,9 @@ workload = { type = "pgbench_like", scale = 0, tpcb_weight = 0, select_weight = 
         let found = problems("", "work_mem = '8MB'\n");
 
         assert!(
-            found.iter().any(|problem| problem.starts_with("asset[0].postgres:")),
+            found
+                .iter()
+                .any(|problem| problem.starts_with("asset[0].postgres:")),
             "{found:#?}"
         );
     }

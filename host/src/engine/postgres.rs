@@ -202,11 +202,7 @@ impl PgState {
             .live_totals
             .iter()
             .find(|(at, _)| now.duration_since(*at) <= RATE_SPAN)?;
-        let readings = self
-            .live_totals
-            .iter()
-            .filter(|(at, _)| *at > then)
-            .count();
+        let readings = self.live_totals.iter().filter(|(at, _)| *at > then).count();
         let seconds = now.duration_since(then).as_secs_f64();
         if seconds < RATE_SPAN.as_secs_f64() / 2.0 || total < before {
             return None;
@@ -245,7 +241,9 @@ pub enum DriverSetupError {
         user: String,
     },
     /// Every port of the shadow port range is taken.
-    #[error("no free port from {first} to {last} for a shadow: widen `postgres.shadow.ports` or free a port")]
+    #[error(
+        "no free port from {first} to {last} for a shadow: widen `postgres.shadow.ports` or free a port"
+    )]
     NoFreePort {
         /// First port of the range.
         first: u16,
@@ -323,7 +321,12 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
 
 /// A collector whose series carry the labels of process assets: `asset`, `side` and
 /// `version`.
-pub fn collector(asset: &str, side: &str, version: &str, data_dir: Option<PathBuf>) -> MetricsCollector {
+pub fn collector(
+    asset: &str,
+    side: &str,
+    version: &str,
+    data_dir: Option<PathBuf>,
+) -> MetricsCollector {
     MetricsCollector::new(
         &[("asset", asset), ("side", side), ("version", version)],
         data_dir,

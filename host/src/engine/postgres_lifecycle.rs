@@ -19,8 +19,7 @@ use super::controller::Controller;
 use super::events::EngineEvent;
 use super::metrics::TickValues;
 use super::postgres::{
-    LIVE_RETRY, PgTwin, chain, collect, collector, parse_settings, settings_to_reset,
-    twin_client,
+    LIVE_RETRY, PgTwin, chain, collect, collector, parse_settings, settings_to_reset, twin_client,
 };
 use super::process::Role;
 
@@ -81,7 +80,11 @@ impl Controller {
         let Some(pg) = asset.pg.as_mut() else {
             return;
         };
-        if pg.live_client.as_ref().is_some_and(|client| client.is_closed()) {
+        if pg
+            .live_client
+            .as_ref()
+            .is_some_and(|client| client.is_closed())
+        {
             pg.live_client = None;
             self.recorder.record(EngineEvent::InstanceExited {
                 asset: name.clone(),
@@ -165,7 +168,10 @@ impl Controller {
         let Some(pg) = asset.pg.as_mut() else {
             return Ok(());
         };
-        let driver = pg.make_driver(&name).map_err(|error| chain(&error))?.clone();
+        let driver = pg
+            .make_driver(&name)
+            .map_err(|error| chain(&error))?
+            .clone();
         driver.check().await.map_err(|error| chain(&error))?;
         if !pg.cleaned {
             pg.cleaned = true;
@@ -179,7 +185,9 @@ impl Controller {
                     });
                 }
                 Ok(_) => {}
-                Err(error) => tracing::warn!(asset = %name, error = %chain(&error), "cannot remove the shadows of an earlier run"),
+                Err(error) => {
+                    tracing::warn!(asset = %name, error = %chain(&error), "cannot remove the shadows of an earlier run")
+                }
             }
         }
         if pg.live_applied.as_deref() != Some(version.as_str()) {
@@ -260,7 +268,10 @@ impl Controller {
             let settings = self.pg_settings(&name, version)?;
             let reset = settings_to_reset(&self.pg_all_settings(&name), &settings);
             let pg = asset.pg.as_ref().ok_or("postgres state missing")?;
-            let driver = pg.driver.as_ref().ok_or("the live cluster was not reached yet")?;
+            let driver = pg
+                .driver
+                .as_ref()
+                .ok_or("the live cluster was not reached yet")?;
             let port = pg.shadow_port().map_err(|error| chain(&error))?;
             let shadow = driver
                 .create_shadow_at(&settings, &reset, port)
@@ -349,7 +360,10 @@ impl Controller {
         };
         let target = self.pg_settings(&name, version).map_err(failed)?;
         let reset = settings_to_reset(&self.pg_all_settings(&name), &target);
-        let pg = asset.pg.as_mut().ok_or_else(|| failed("postgres state missing".to_owned()))?;
+        let pg = asset
+            .pg
+            .as_mut()
+            .ok_or_else(|| failed("postgres state missing".to_owned()))?;
         let driver = pg
             .make_driver(&name)
             .map_err(|error| failed(chain(&error)))?
@@ -376,10 +390,14 @@ impl Controller {
         let client = pg.live_client.as_ref().ok_or_else(|| {
             format!(
                 "the live cluster is not reachable: {}",
-                pg.last_error.clone().unwrap_or_else(|| "no connection yet".to_owned())
+                pg.last_error
+                    .clone()
+                    .unwrap_or_else(|| "no connection yet".to_owned())
             )
         })?;
-        validate(client, &settings).await.map_err(|error| chain(&error))?;
+        validate(client, &settings)
+            .await
+            .map_err(|error| chain(&error))?;
         self.pg_start_twin(asset, Role::Shadow, version).await
     }
 
@@ -411,7 +429,10 @@ impl Controller {
             }
         }
         let mut shadow_values = TickValues::new();
-        for (role, twin) in [(Role::Shadow, pg.shadow.as_mut()), (Role::Control, pg.control.as_mut())] {
+        for (role, twin) in [
+            (Role::Shadow, pg.shadow.as_mut()),
+            (Role::Control, pg.control.as_mut()),
+        ] {
             let Some(twin) = twin else {
                 continue;
             };
@@ -444,7 +465,10 @@ impl Controller {
 /// `postgresql.auto.conf`, so a reset neither fails on a name the server does not know
 /// nor restarts the server for a setting that is not set. Without the rights to read
 /// `pg_file_settings`, every name is kept.
-async fn written_by_alter_system(live: &crate::postgres::ClusterSpec, names: &[String]) -> Vec<String> {
+async fn written_by_alter_system(
+    live: &crate::postgres::ClusterSpec,
+    names: &[String],
+) -> Vec<String> {
     if names.is_empty() {
         return Vec::new();
     }
@@ -521,15 +545,9 @@ impl Controller {
             let profile_name = profile.name.clone();
             let cancel = cancel.child_token();
             tokio::spawn(async move {
-                let result = run_resource_fault(
-                    &ledger,
-                    &fault,
-                    pid,
-                    data_dir.as_deref(),
-                    duration,
-                    cancel,
-                )
-                .await;
+                let result =
+                    run_resource_fault(&ledger, &fault, pid, data_dir.as_deref(), duration, cancel)
+                        .await;
                 if let Err(error) = result {
                     recorder.record(EngineEvent::ActionRefused {
                         asset: asset_name,

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use crate::postgres::cluster::{ClusterSpec, connect};
 use crate::postgres::deploy::{DeployReport, deploy_settings, rollback_settings};
 use crate::postgres::error::PgError;
+use crate::postgres::guard::ensure_shadow;
 use crate::postgres::metrics::MetricsCollector;
 use crate::postgres::registry::{Registry, cleanup_leftovers};
 use crate::postgres::server::Programs;
 use crate::postgres::settings::Settings;
 use crate::postgres::shadow::{Shadow, ShadowConfig};
-use crate::postgres::guard::ensure_shadow;
 use crate::postgres::workload::{SqlTransaction, SqlWorkload, prepare_pgbench_tables};
 
 /// Configuration of a `postgres` asset.
@@ -214,7 +214,10 @@ impl PostgresDriver {
                 ensure_shadow(&client, shadow.spec()).await?;
                 for statement in setup {
                     client.batch_execute(statement).await.map_err(|source| {
-                        PgError::query(format!("run the workload setup `{statement}` in the shadow"), source)
+                        PgError::query(
+                            format!("run the workload setup `{statement}` in the shadow"),
+                            source,
+                        )
                     })?;
                 }
                 Ok(SqlWorkload {

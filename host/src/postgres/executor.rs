@@ -156,9 +156,8 @@ pub async fn run_sql_open_with_progress(
                     stop.clone(),
                 )?;
                 worker.progress = progress.clone();
-                workers.spawn(
-                    run_queue_worker(worker, queue.clone(), idle.clone()).in_current_span(),
-                );
+                workers
+                    .spawn(run_queue_worker(worker, queue.clone(), idle.clone()).in_current_span());
             }
             if jobs
                 .send(Job {

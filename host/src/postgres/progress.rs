@@ -127,10 +127,7 @@ mod tests {
     fn take_reports_interval_and_resets() {
         let progress = SqlProgress::new();
         progress.record(SqlOutcome::Committed, Some(Duration::from_millis(2)));
-        progress.record(
-            SqlOutcome::Failed(SqlErrorClass::TooManyConnections),
-            None,
-        );
+        progress.record(SqlOutcome::Failed(SqlErrorClass::TooManyConnections), None);
         progress.record(SqlOutcome::Failed(SqlErrorClass::Dropped), None);
 
         let first = progress.take(Some(10.0));

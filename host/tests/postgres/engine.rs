@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use umbra_host::config::EngineConfig;
-use umbra_host::engine::{DeployRequest, Engine, EngineEvent, EngineHandle, Stamped, VersionStatus};
+use umbra_host::engine::{
+    DeployRequest, Engine, EngineEvent, EngineHandle, Stamped, VersionStatus,
+};
 use umbra_host::postgres::{ClusterSpec, connect, show};
 use umbra_host::store::Selector;
 
@@ -164,7 +166,12 @@ async fn wait_for<T>(
     }
 }
 
-async fn wait_for_status(handle: &EngineHandle, version: &str, status: VersionStatus, limit: Duration) {
+async fn wait_for_status(
+    handle: &EngineHandle,
+    version: &str,
+    status: VersionStatus,
+    limit: Duration,
+) {
     let started = Instant::now();
     loop {
         let versions = handle.versions("orders-db").unwrap_or_default();
@@ -252,7 +259,13 @@ async fn engine_rolls_back_settings_that_fail_under_peak() -> TestResult {
 
     // v1 is written to the live cluster, cloned, passes its peak run and becomes
     // known-good.
-    wait_for_status(&handle, "v1", VersionStatus::KnownGood, Duration::from_secs(120)).await;
+    wait_for_status(
+        &handle,
+        "v1",
+        VersionStatus::KnownGood,
+        Duration::from_secs(120),
+    )
+    .await;
     let client = live.client().await?;
     assert_eq!(show(&client, "work_mem").await?, "4MB");
     let observed = max_stored(
@@ -266,33 +279,56 @@ async fn engine_rolls_back_settings_that_fail_under_peak() -> TestResult {
     let typo = deploy(&handle, "v1-typo", "max_conections = 10\n").await;
     let message = typo.err().unwrap_or_default();
     assert!(message.contains("`max_conections`"), "{message}");
-    assert!(message.contains("did you mean `max_connections`"), "{message}");
+    assert!(
+        message.contains("did you mean `max_connections`"),
+        "{message}"
+    );
     assert_eq!(show(&client, "max_connections").await?, "100");
     drop(client);
 
     // v2 is fine at baseline but has too few connections for the peak.
     let v2_deployed = umbra_host::store::now_ms();
-    assert_eq!(deploy(&handle, "v2", "max_connections = 10\n").await, Ok("v2".to_owned()));
+    assert_eq!(
+        deploy(&handle, "v2", "max_connections = 10\n").await,
+        Ok("v2".to_owned())
+    );
     let client = live.client().await?;
     assert_eq!(show(&client, "max_connections").await?, "10");
     drop(client);
 
-    let failure = wait_for(&handle, v2_deployed, Duration::from_secs(120), "v2's clone to fail", |seen| {
-        seen.iter().find_map(|stamped| match &stamped.event {
-            EngineEvent::ShadowFailed { version, reason, .. } if version == "v2" => Some(reason.clone()),
-            _ => None,
-        })
-    })
+    let failure = wait_for(
+        &handle,
+        v2_deployed,
+        Duration::from_secs(120),
+        "v2's clone to fail",
+        |seen| {
+            seen.iter().find_map(|stamped| match &stamped.event {
+                EngineEvent::ShadowFailed {
+                    version, reason, ..
+                } if version == "v2" => Some(reason.clone()),
+                _ => None,
+            })
+        },
+    )
     .await;
     assert!(failure.contains("error rate"), "{failure}");
-    let rolled_back = wait_for(&handle, v2_deployed, Duration::from_secs(120), "the rollback to v1", |seen| {
-        seen.iter().find_map(|stamped| match &stamped.event {
-            EngineEvent::RolledBack { from, to, dry_run: false, .. } if from == "v2" && to == "v1" => {
-                Some(stamped.ts_ms)
-            }
-            _ => None,
-        })
-    })
+    let rolled_back = wait_for(
+        &handle,
+        v2_deployed,
+        Duration::from_secs(120),
+        "the rollback to v1",
+        |seen| {
+            seen.iter().find_map(|stamped| match &stamped.event {
+                EngineEvent::RolledBack {
+                    from,
+                    to,
+                    dry_run: false,
+                    ..
+                } if from == "v2" && to == "v1" => Some(stamped.ts_ms),
+                _ => None,
+            })
+        },
+    )
     .await;
 
     // PostgreSQL's own views saw the clone's connections run out.
@@ -327,9 +363,9 @@ async fn engine_rolls_back_settings_that_fail_under_peak() -> TestResult {
         .filter(|record| record["type"] == "settings_applied" && record["version"] == "v1")
         .collect();
     assert!(
-        applied
-            .iter()
-            .any(|record| record["reset"].as_array().is_some_and(|reset| reset.iter().any(|name| name == "max_connections"))),
+        applied.iter().any(|record| record["reset"]
+            .as_array()
+            .is_some_and(|reset| reset.iter().any(|name| name == "max_connections"))),
         "{audit:#?}"
     );
     let client = live.client().await?;
@@ -340,11 +376,28 @@ async fn engine_rolls_back_settings_that_fail_under_peak() -> TestResult {
     // v3 is healthy: it passes its peak run, becomes known-good and is not rolled back.
     let v3_deployed = umbra_host::store::now_ms();
     assert!(v3_deployed > rolled_back);
-    assert_eq!(deploy(&handle, "v3", "work_mem = '8MB'\n").await, Ok("v3".to_owned()));
-    wait_for_status(&handle, "v3", VersionStatus::KnownGood, Duration::from_secs(120)).await;
+    assert_eq!(
+        deploy(&handle, "v3", "work_mem = '8MB'\n").await,
+        Ok("v3".to_owned())
+    );
+    wait_for_status(
+        &handle,
+        "v3",
+        VersionStatus::KnownGood,
+        Duration::from_secs(120),
+    )
+    .await;
     let seen = events(&handle, v3_deployed);
-    assert!(!seen.iter().any(|stamped| matches!(stamped.event, EngineEvent::RolledBack { .. })));
-    assert!(!seen.iter().any(|stamped| matches!(stamped.event, EngineEvent::ShadowFailed { .. })));
+    assert!(
+        !seen
+            .iter()
+            .any(|stamped| matches!(stamped.event, EngineEvent::RolledBack { .. }))
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|stamped| matches!(stamped.event, EngineEvent::ShadowFailed { .. }))
+    );
     let client = live.client().await?;
     assert_eq!(show(&client, "work_mem").await?, "8MB");
 

@@ -86,7 +86,9 @@ load = {{ paths = ["/health"], baseline_rps = 5 }}
     ));
     text.push_str(&pg_asset(
         "unknown-setting",
-        &format!(r#"{{ host = "127.0.0.1", port = {port}, user = "postgres", database = "postgres" }}"#),
+        &format!(
+            r#"{{ host = "127.0.0.1", port = {port}, user = "postgres", database = "postgres" }}"#
+        ),
         "typo.conf",
         "",
     ));
@@ -142,9 +144,22 @@ async fn broken_postgres_assets_leave_others_running() -> TestResult {
     let handle = engine.handle();
 
     let expected = [
-        ("wrong-password", vec!["`umbra_app`", "password authentication failed", "credentials"]),
-        ("unreachable", vec!["`127.0.0.1:", "check that the server runs"]),
-        ("unknown-setting", vec!["`max_conections`", "did you mean `max_connections`"]),
+        (
+            "wrong-password",
+            vec![
+                "`umbra_app`",
+                "password authentication failed",
+                "credentials",
+            ],
+        ),
+        (
+            "unreachable",
+            vec!["`127.0.0.1:", "check that the server runs"],
+        ),
+        (
+            "unknown-setting",
+            vec!["`max_conections`", "did you mean `max_connections`"],
+        ),
         ("no-basebackup", vec!["`pg_basebackup`", "bin_dir"]),
     ];
     let started = Instant::now();
@@ -165,7 +180,10 @@ async fn broken_postgres_assets_leave_others_running() -> TestResult {
     for ((asset, parts), error) in expected.iter().zip(&errors) {
         println!("{asset}: {error}");
         for part in parts {
-            assert!(error.contains(part), "`{asset}`: `{part}` missing from: {error}");
+            assert!(
+                error.contains(part),
+                "`{asset}`: `{part}` missing from: {error}"
+            );
         }
     }
 
@@ -186,7 +204,10 @@ async fn broken_postgres_assets_leave_others_running() -> TestResult {
     let status = handle.status();
     for (asset, _) in &expected {
         let report = status.assets.iter().find(|report| report.name == *asset);
-        assert!(report.is_some_and(|report| report.live.is_none()), "{report:?}");
+        assert!(
+            report.is_some_and(|report| report.live.is_none()),
+            "{report:?}"
+        );
     }
     engine.shutdown().await;
     Ok(())
