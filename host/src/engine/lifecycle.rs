@@ -24,6 +24,10 @@ pub fn rollback_key(asset: &str) -> String {
 pub(super) const MAX_START_FAILURES: u32 = 3;
 
 /// The shadow of a new version, started before the live asset changes.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per deployment, moved twice at most"
+)]
 enum NewShadow {
     /// A process.
     Process(Instance),

@@ -496,7 +496,7 @@ impl Controller {
     /// Runs the faults of the profile in `stress` on the shadow of a postgres asset for
     /// `duration`: its `sql` scenario, and a resource fault on the postmaster's process
     /// tree. Network faults need the fault proxy, which postgres shadows lack, so they
-    /// are reported as refused.
+    /// are rejected with an `action_refused` event.
     pub fn pg_inject_faults(&self, asset: &AssetState, stress: &mut Stress, duration: Duration) {
         let profile = &stress.profile;
         let Some(twin) = asset.pg.as_ref().and_then(|pg| pg.shadow.as_ref()) else {

@@ -245,7 +245,7 @@ async fn live_transactions(live: &LiveCluster) -> Result<i64, Box<dyn std::error
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn engine_rolls_back_settings_that_fail_under_peak() -> TestResult {
+async fn peak_failure_rolls_back_settings() -> TestResult {
     let live = LiveCluster::start(&[]).await?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("v1.conf"), "work_mem = '4MB'\n")?;
