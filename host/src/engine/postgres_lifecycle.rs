@@ -157,9 +157,9 @@ impl Controller {
         }
     }
 
-    /// Checks the programs and the connection, removes an earlier run's shadows, opens
-    /// the metrics connection and writes the live version's settings if this run has
-    /// not yet.
+    /// Checks the programs and the connection, removes an earlier run's shadows, writes
+    /// the live version's settings if this run has not yet (unless in dry-run mode), and
+    /// opens the metrics connection.
     async fn pg_connect_live(&mut self, asset: &mut AssetState) -> Result<(), String> {
         let name = asset.name().to_owned();
         let version = asset.version.clone();
@@ -190,7 +190,8 @@ impl Controller {
                 }
             }
         }
-        if pg.live_applied.as_deref() != Some(version.as_str()) {
+        // A dry run changes no live asset, so it watches whatever settings the cluster has.
+        if !self.config.engine.dry_run && pg.live_applied.as_deref() != Some(version.as_str()) {
             self.pg_write_live(&name, &version, &driver, &target, &reset)
                 .await?;
             if let Some(pg) = asset.pg.as_mut() {

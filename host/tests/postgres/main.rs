@@ -10,6 +10,7 @@ mod config;
 mod driver;
 mod engine;
 mod engine_input;
+mod engine_scenario;
 mod load;
 mod scenarios;
 mod settings;
