@@ -219,6 +219,30 @@ pub fn line(event: &EngineEvent) -> Option<String> {
             "policy    {}",
             serde_json::to_string(event).unwrap_or_default()
         ),
+        SettingsApplied {
+            asset,
+            version,
+            restarted,
+            verified,
+            ..
+        } => format!(
+            "settings  {asset} runs the settings of {version}{}, SHOW shows {}",
+            if *restarted { " after a restart" } else { "" },
+            verified
+                .iter()
+                .map(|(name, value)| format!("{name} = {value}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ScenarioRan {
+            asset,
+            scenario,
+            error,
+            ..
+        } => match error {
+            Some(error) => format!("scenario  {asset}: {scenario} failed: {error}"),
+            None => format!("scenario  {asset}: {scenario} ran in the shadow"),
+        },
         EngineStopped { reason } => format!("engine    stopped: {reason}"),
     };
     Some(text)

@@ -6,11 +6,13 @@
 //! validation collects every problem, each named by its path in the file
 //! (`asset[0].slo.error_rate`), so one run shows everything to fix.
 
+mod postgres;
 mod schema;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use postgres::{LiveClusterConfig, PostgresSection, PostgresShadowConfig};
 pub use schema::{
     ApiConfig, AssetConfig, AssetKind, EngineSettings, LoadConfig, MetricsSource, ModelSection,
     ProcedureConfig, ProfileConfig, ProfileKind, ServiceConfig, SloConfig, StoreSection,
@@ -68,6 +70,18 @@ impl EngineConfig {
             resolve(&mut asset.config);
             if let Some(dir) = &mut asset.data_dir {
                 resolve(dir);
+            }
+            if let Some(postgres) = &mut asset.postgres {
+                let paths = [
+                    postgres.live.passfile.as_mut(),
+                    postgres.live.data_dir.as_mut(),
+                    postgres.live.log_file.as_mut(),
+                    postgres.shadow.work_dir.as_mut(),
+                    postgres.bin_dir.as_mut(),
+                ];
+                for path in paths.into_iter().flatten() {
+                    resolve(path);
+                }
             }
             if let Some(program) = asset.command.first_mut()
                 && (program.starts_with("./") || program.starts_with("../"))

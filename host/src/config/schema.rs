@@ -171,12 +171,15 @@ fn default_criticality() -> f64 {
     0.5
 }
 
-/// Kind of asset. Only `process` has a driver in this version.
+/// Kind of asset, which selects the engine's driver for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AssetKind {
     /// A command with a configuration file, started and supervised by Umbra.
     Process,
+    /// An existing PostgreSQL cluster, described by `[asset.postgres]`. Its versions
+    /// are `postgresql.conf` settings and its shadows are `pg_basebackup` clones.
+    Postgres,
 }
 
 /// `[[asset]]`.
@@ -192,13 +195,17 @@ pub struct AssetConfig {
     /// Program and arguments. `{config}`, `{port}` and `{data_dir}` are
     /// replaced with the instance's configuration file, port and data
     /// directory. A bare program name is looked up in `PATH`, then next to
-    /// the `umbra` binary.
+    /// the `umbra` binary. Process assets only.
+    #[serde(default)]
     pub command: Vec<String>,
     /// The initial version's label.
     pub version: String,
-    /// The initial version's configuration file.
+    /// The initial version's configuration file; for a postgres asset, its settings
+    /// as `name = value` lines.
     pub config: PathBuf,
-    /// Port of the live instance.
+    /// Port of the live instance. Process assets only: a postgres asset's live port is
+    /// `postgres.live.port`.
+    #[serde(default)]
     pub port: u16,
     /// Data directory of the live instance; under the work directory when
     /// omitted.
@@ -214,10 +221,33 @@ pub struct AssetConfig {
     /// Service-level objectives that a stressed shadow is judged against.
     pub slo: SloConfig,
     /// Synthetic load sent to the shadow.
+    #[serde(default)]
     pub load: LoadConfig,
     /// Remediation procedures the remediation policy may ask for.
     #[serde(default)]
     pub procedure: Vec<ProcedureConfig>,
+    /// The live cluster and shadows of a `kind = "postgres"` asset.
+    #[serde(default)]
+    pub postgres: Option<super::postgres::PostgresSection>,
+}
+
+impl AssetConfig {
+    /// Port of the live asset: `port` for a process, `postgres.live.port` for a
+    /// PostgreSQL cluster.
+    pub fn live_port(&self) -> u16 {
+        match (&self.kind, &self.postgres) {
+            (AssetKind::Postgres, Some(postgres)) => postgres.live.port,
+            _ => self.port,
+        }
+    }
+
+    /// Host and port of the live asset, as written: `127.0.0.1` for a process.
+    pub fn live_address(&self) -> (&str, u16) {
+        match (&self.kind, &self.postgres) {
+            (AssetKind::Postgres, Some(postgres)) => (&postgres.live.host, postgres.live.port),
+            _ => ("127.0.0.1", self.port),
+        }
+    }
 }
 
 fn default_health_path() -> String {
@@ -266,11 +296,14 @@ fn default_breach_ticks() -> u32 {
     3
 }
 
-/// `[asset.load]`.
+/// `[asset.load]`. A postgres asset has no `paths`; its load is SQL, and
+/// `max_connections` and `timeout_ms` apply to the SQL executor's connections and
+/// transactions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadConfig {
     /// Request paths, used in turn.
+    #[serde(default)]
     pub paths: Vec<String>,
     /// Baseline rate; the live instance's observed rate when omitted.
     #[serde(default)]
@@ -284,6 +317,19 @@ pub struct LoadConfig {
     /// Per-request timeout.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+impl Default for LoadConfig {
+    /// No paths, the observed live rate, and the defaults of every other field.
+    fn default() -> Self {
+        LoadConfig {
+            paths: Vec::new(),
+            baseline_rps: None,
+            min_rps: default_min_rps(),
+            max_connections: default_connections(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
 }
 
 fn default_min_rps() -> f64 {
@@ -359,6 +405,10 @@ pub struct ProfileConfig {
     /// profile runs.
     #[serde(default)]
     pub resource: Option<ResourceFault>,
+    /// SQL failure scenario run in the shadows of postgres assets while the profile
+    /// runs, such as `{ type = "deadlock", pairs = 2, rounds = 10 }`.
+    #[serde(default)]
+    pub sql: Option<crate::postgres::Scenario>,
 }
 
 fn default_multiple() -> f64 {
@@ -377,6 +427,7 @@ impl ProfileConfig {
             scenario: None,
             network: None,
             resource: None,
+            sql: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use super::schema::{AssetConfig, EngineConfig, ProfileKind};
+use super::schema::{AssetConfig, AssetKind, EngineConfig, ProfileKind};
 use crate::confidence::topological_order;
 
 /// One invalid value, named by its path in the file.
@@ -84,17 +84,17 @@ impl ConfigError {
 }
 
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn check(&mut self, ok: bool, path: impl Into<String>, message: impl Into<String>) {
         if !ok {
             self.add(path, message);
         }
@@ -278,16 +278,10 @@ impl EngineConfig {
                 asset.service
             ),
         );
-        problems.check(
-            !asset.command.is_empty() && !asset.command[0].is_empty(),
-            format!("{path}.command"),
-            "must name a program, as in [\"my-server\", \"--config\", \"{config}\", \"--port\", \"{port}\"]",
-        );
-        problems.check(
-            asset.command.iter().any(|arg| arg.contains("{port}")),
-            format!("{path}.command"),
-            "must pass `{port}` to the program, so shadows listen on their own port",
-        );
+        match asset.kind {
+            AssetKind::Process => self.check_process(&path, asset, problems),
+            AssetKind::Postgres => self.check_postgres(&path, asset, problems),
+        }
         problems.check(
             is_name(&asset.version),
             format!("{path}.version"),
@@ -305,19 +299,18 @@ impl EngineConfig {
                 ),
             );
         }
-        problems.check(
-            asset.port != 0,
-            format!("{path}.port"),
-            "must be a port from 1 to 65535",
-        );
+        let address = asset.live_address();
         problems.check(
             self.asset
                 .iter()
-                .filter(|other| other.port == asset.port)
+                .filter(|other| other.live_address() == address)
                 .count()
                 == 1,
             format!("{path}.port"),
-            format!("port {} is used by another asset", asset.port),
+            format!(
+                "{}:{} is the live address of another asset: give each asset its own",
+                address.0, address.1
+            ),
         );
         problems.check(
             asset.health_path.starts_with('/'),
@@ -361,11 +354,6 @@ impl EngineConfig {
             "must be at least 1",
         );
         let load = &asset.load;
-        problems.check(
-            !load.paths.is_empty() && load.paths.iter().all(|p| p.starts_with('/')),
-            format!("{path}.load.paths"),
-            "list at least one request path, each starting with `/`",
-        );
         if let Some(rate) = load.baseline_rps {
             problems.check(
                 positive(rate),
@@ -392,9 +380,9 @@ impl EngineConfig {
             ),
         );
         problems.check(
-            asset.port != self.api.listen.port(),
+            asset.live_port() != self.api.listen.port(),
             format!("{path}.port"),
-            format!("port {} is the API's port (api.listen)", asset.port),
+            format!("port {} is the API's port (api.listen)", asset.live_port()),
         );
         for (p, procedure) in asset.procedure.iter().enumerate() {
             let at = format!("{path}.procedure[{p}]");
@@ -415,6 +403,75 @@ impl EngineConfig {
                     "`{}` is out of range: use 1 to {MAX_DURATION_MS}",
                     procedure.timeout_ms
                 ),
+            );
+        }
+    }
+
+    fn check_process(&self, path: &str, asset: &AssetConfig, problems: &mut Problems) {
+        problems.check(
+            !asset.command.is_empty() && !asset.command[0].is_empty(),
+            format!("{path}.command"),
+            "must name a program, as in [\"my-server\", \"--config\", \"{config}\", \"--port\", \"{port}\"]",
+        );
+        problems.check(
+            asset.command.iter().any(|arg| arg.contains("{port}")),
+            format!("{path}.command"),
+            "must pass `{port}` to the program, so shadows listen on their own port",
+        );
+        problems.check(
+            asset.port != 0,
+            format!("{path}.port"),
+            "must be a port from 1 to 65535",
+        );
+        let load = &asset.load;
+        problems.check(
+            !load.paths.is_empty() && load.paths.iter().all(|p| p.starts_with('/')),
+            format!("{path}.load.paths"),
+            "list at least one request path, each starting with `/`",
+        );
+        problems.check(
+            asset.postgres.is_none(),
+            format!("{path}.postgres"),
+            "only assets of kind `postgres` take a `postgres` section: set `kind = \"postgres\"` or remove it",
+        );
+    }
+
+    fn check_postgres(&self, path: &str, asset: &AssetConfig, problems: &mut Problems) {
+        let Some(section) = &asset.postgres else {
+            problems.add(
+                format!("{path}.postgres"),
+                "a postgres asset needs a `postgres` section with the live cluster's `live = { host, port, user, database }`",
+            );
+            return;
+        };
+        super::postgres::check(
+            &format!("{path}.postgres"),
+            section,
+            self.api.listen.port(),
+            problems,
+        );
+        if let Ok(text) = std::fs::read_to_string(&asset.config)
+            && let Err(error) = crate::engine::postgres::parse_settings(&text)
+        {
+            problems.add(
+                format!("{path}.config"),
+                format!(
+                    "`{}`: {error}; the initial version's settings are `name = value` lines",
+                    asset.config.display()
+                ),
+            );
+        }
+        let process_only = [
+            ("command", !asset.command.is_empty()),
+            ("port", asset.port != 0),
+            ("metrics", asset.metrics.is_some()),
+            ("load.paths", !asset.load.paths.is_empty()),
+        ];
+        for (field, given) in process_only {
+            problems.check(
+                !given,
+                format!("{path}.{field}"),
+                "applies only to process assets: remove it (a postgres asset is reached through `postgres.live`, and its load is SQL)",
             );
         }
     }
@@ -460,10 +517,10 @@ impl EngineConfig {
             }
             if profile.kind == ProfileKind::Failure {
                 problems.check(
-                    profile.network.is_some() || profile.resource.is_some(),
+                    profile.network.is_some() || profile.resource.is_some() || profile.sql.is_some(),
                     format!("{path}.kind"),
                     format!(
-                        "failure profile `{}` injects nothing: add `network` faults or a `resource` fault",
+                        "failure profile `{}` injects nothing: add `network` faults, a `resource` fault or a `sql` scenario",
                         profile.name
                     ),
                 );

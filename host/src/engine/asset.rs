@@ -33,8 +33,9 @@ pub struct Stress {
 /// A control shadow checking the known-good version before a rollback.
 #[derive(Debug)]
 pub struct Control {
-    /// The control instance.
-    pub instance: Instance,
+    /// The control instance of a process asset; a postgres asset keeps its control
+    /// clone in its [`PgState`](super::postgres::PgState).
+    pub instance: Option<Instance>,
     /// The profile the candidate failed under, replayed on the control.
     pub stress: Stress,
     /// The version to roll back to.
@@ -79,6 +80,8 @@ pub struct AssetState {
     pub stress: Option<Stress>,
     /// Control shadow.
     pub control: Option<Control>,
+    /// The live cluster and clones of a `postgres` asset; `None` for a process.
+    pub pg: Option<super::postgres::PgState>,
     /// Live-versus-shadow analysis.
     pub analysis: Analysis,
     /// Latest drift assessment.
@@ -152,6 +155,7 @@ impl AssetState {
             baseline: None,
             stress: None,
             control: None,
+            pg: None,
             analysis: Analysis::new(window_ticks, calibration_windows),
             drift: None,
             changes: Default::default(),
@@ -217,7 +221,10 @@ impl AssetState {
             asset: self.config.name.clone(),
             service: self.config.service.clone(),
             criticality: self.criticality,
-            kind: AssetKind::Process,
+            kind: match self.config.kind {
+                crate::config::AssetKind::Process => AssetKind::Process,
+                crate::config::AssetKind::Postgres => AssetKind::Postgres,
+            },
             version: self.version.clone(),
             version_status: match self.status {
                 Status::Candidate => VersionStatus::Candidate,

@@ -164,6 +164,23 @@ impl Controller {
         ts_ms: i64,
         samples: &mut Vec<SeriesSamples>,
     ) {
+        if asset.pg.is_some() {
+            let (live_values, shadow_values) = self.pg_collect(asset, ts_ms, samples).await;
+            let shadow_version = asset
+                .pg
+                .as_ref()
+                .and_then(|pg| pg.shadow.as_ref())
+                .map(|twin| twin.version.clone());
+            self.advance(
+                asset,
+                &live_values,
+                &shadow_values,
+                shadow_version,
+                ts_ms,
+                samples,
+            );
+            return;
+        }
         let timeout = (self.tick_duration() / 2).min(Duration::from_secs(2));
         let source = asset.config.metrics.clone();
         let live_values = match &asset.live {
@@ -382,16 +399,60 @@ impl Controller {
     }
 
     fn live_ports(&self, asset: &AssetState) -> Vec<u16> {
-        let mut ports: Vec<u16> = self.config.asset.iter().map(|a| a.port).collect();
-        ports.push(asset.config.port);
+        let mut ports: Vec<u16> = self.config.asset.iter().map(|a| a.live_port()).collect();
+        ports.push(asset.config.live_port());
         ports
+    }
+
+    /// Starts `plan` against the shadow or control shadow of `role`: HTTP requests to
+    /// `port` for a process, SQL transactions for a postgres clone. `None` when there
+    /// is nothing to load or the target serves a live asset.
+    pub fn start_load(
+        &self,
+        asset: &AssetState,
+        role: Role,
+        port: Option<u16>,
+        profile: &str,
+        plan: crate::load::LoadPlan,
+    ) -> Option<LoadRun> {
+        let live_ports = self.live_ports(asset);
+        let started = match &asset.pg {
+            Some(pg) => {
+                let twin = match role {
+                    Role::Control => pg.control.as_ref(),
+                    _ => pg.shadow.as_ref(),
+                }?;
+                super::postgres::sql_load_run(
+                    profile,
+                    plan,
+                    twin.shadow.spec(),
+                    &live_ports,
+                    twin.workload.clone(),
+                    &asset.config.load,
+                    self.tick_duration(),
+                )
+            }
+            None => LoadRun::start(
+                profile,
+                plan,
+                port?,
+                &live_ports,
+                &asset.config.load,
+                self.tick_duration(),
+            ),
+        };
+        match started {
+            Ok(run) => Some(run),
+            Err(refused) => {
+                tracing::error!(%refused);
+                None
+            }
+        }
     }
 
     /// Starts one window of baseline load on the shadow.
     fn start_baseline(&mut self, asset: &mut AssetState) {
-        let Some(port) = Self::load_port(asset) else {
-            return;
-        };
+        let port = Self::load_port(asset);
         let Some(normal) = self
             .config
             .profile
@@ -404,17 +465,7 @@ impl Controller {
         let Ok(plan) = plan_for(normal, self.baseline_rate(asset), window_ms) else {
             return;
         };
-        match LoadRun::start(
-            &normal.name,
-            plan,
-            port,
-            &self.live_ports(asset),
-            &asset.config.load,
-            self.tick_duration(),
-        ) {
-            Ok(run) => asset.baseline = Some(run),
-            Err(refused) => tracing::error!(%refused),
-        }
+        asset.baseline = self.start_load(asset, Role::Shadow, port, &normal.name, plan);
     }
 
     /// Starts a stress profile on the shadow.
@@ -424,26 +475,13 @@ impl Controller {
         profile: crate::config::ProfileConfig,
         reason: String,
     ) {
-        let Some(port) = Self::load_port(asset) else {
-            return;
-        };
+        let port = Self::load_port(asset);
         let rate = self.baseline_rate(asset);
         let Ok(plan) = plan_for(&profile, rate, 0) else {
             return;
         };
-        let run = match LoadRun::start(
-            &profile.name,
-            plan,
-            port,
-            &self.live_ports(asset),
-            &asset.config.load,
-            self.tick_duration(),
-        ) {
-            Ok(run) => run,
-            Err(refused) => {
-                tracing::error!(%refused);
-                return;
-            }
+        let Some(run) = self.start_load(asset, Role::Shadow, port, &profile.name, plan) else {
+            return;
         };
         asset.baseline = None;
         asset.phase = ShadowPhase::Stressed;

@@ -424,7 +424,7 @@ impl Controller {
         let replacements = [
             ("{asset}", asset_name.clone()),
             ("{version}", asset.version.clone()),
-            ("{port}", asset.config.port.to_string()),
+            ("{port}", asset.config.live_port().to_string()),
         ];
         let args: Vec<String> = procedure
             .command

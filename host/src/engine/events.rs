@@ -197,6 +197,33 @@ pub enum EngineEvent {
     /// A policy failed or was reloaded. The policy event sits under its own
     /// key because it carries its own `type` tag.
     Policy { event: PolicyEvent },
+    /// Settings of a version were written to a live PostgreSQL cluster and
+    /// verified with `SHOW`.
+    SettingsApplied {
+        asset: String,
+        version: String,
+        /// Settings written with `ALTER SYSTEM SET`.
+        set: Vec<String>,
+        /// Settings removed with `ALTER SYSTEM RESET`.
+        reset: Vec<String>,
+        /// Whether the cluster was restarted, because a setting's
+        /// `pg_settings.context` is `postmaster`.
+        restarted: bool,
+        /// What `SHOW` returned for each written setting afterwards.
+        verified: std::collections::BTreeMap<String, String>,
+    },
+    /// A SQL failure scenario of a profile ended in a PostgreSQL shadow.
+    ScenarioRan {
+        asset: String,
+        role: String,
+        profile: String,
+        scenario: String,
+        /// What the scenario provoked, as counted by the client and by the
+        /// shadow's statistics views; absent when it failed.
+        report: Option<serde_json::Value>,
+        /// Why it failed, when it did.
+        error: Option<String>,
+    },
     /// The engine stopped.
     EngineStopped { reason: String },
 }
@@ -223,7 +250,9 @@ impl EngineEvent {
             | ControlCheck { asset, .. }
             | ControlResult { asset, .. }
             | RolledBack { asset, .. }
-            | ProcedureRan { asset, .. } => Some(asset),
+            | ProcedureRan { asset, .. }
+            | SettingsApplied { asset, .. }
+            | ScenarioRan { asset, .. } => Some(asset),
             Notice { asset, .. } => asset.as_deref(),
             _ => None,
         }
@@ -265,6 +294,7 @@ impl Recorder {
             EngineEvent::Deployed { .. }
                 | EngineEvent::RolledBack { .. }
                 | EngineEvent::VersionStatus { .. }
+                | EngineEvent::SettingsApplied { .. }
         );
         tracing::info!(target: "umbra::event", event = ?event);
         let outcome = matches!(
@@ -274,6 +304,7 @@ impl Recorder {
                 | EngineEvent::ControlCheck { .. }
                 | EngineEvent::ControlResult { .. }
                 | EngineEvent::ProcedureRan { .. }
+                | EngineEvent::SettingsApplied { .. }
         );
         if outcome
             && let Some(audit) = &self.audit

@@ -46,6 +46,10 @@ impl Controller {
     /// Applies the network and resource faults of the profile in `stress`
     /// to the shadow for `duration`.
     pub fn inject_faults(&self, asset: &AssetState, stress: &mut Stress, duration: Duration) {
+        if asset.pg.is_some() {
+            self.pg_inject_faults(asset, stress, duration);
+            return;
+        }
         let profile = &stress.profile;
         if let Some(network) = &profile.network {
             let result = match &asset.proxy {

@@ -11,7 +11,7 @@ use super::controller::Controller;
 use super::events::EngineEvent;
 use super::metrics::Scraper;
 use super::process::{self, Instance, Launch, Role};
-use super::trial::{LoadRun, plan_for};
+use super::trial::plan_for;
 use super::versions::Status;
 use super::{DeployOutcome, DeployRequest};
 
@@ -21,7 +21,19 @@ pub fn rollback_key(asset: &str) -> String {
 }
 
 /// Failed shadow starts in a row after which the version counts as failed.
-const MAX_START_FAILURES: u32 = 3;
+pub(super) const MAX_START_FAILURES: u32 = 3;
+
+/// The shadow of a new version, started before the live asset changes.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per deployment, moved twice at most"
+)]
+enum NewShadow {
+    /// A process.
+    Process(Instance),
+    /// A PostgreSQL clone.
+    Postgres(super::postgres::PgTwin),
+}
 
 /// Largest configuration payload accepted by a deployment.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
@@ -103,6 +115,10 @@ impl Controller {
 
     /// Restarts instances that exited and starts missing ones.
     pub async fn supervise(&mut self, asset: &mut AssetState) {
+        if asset.pg.is_some() {
+            self.pg_supervise(asset).await;
+            return;
+        }
         if let Some(live) = &mut asset.live
             && let Some(status) = live.exit_status()
         {
@@ -183,6 +199,7 @@ impl Controller {
         asset.baseline = None;
         asset.stress = None;
         self.stop_proxy(asset).await;
+        self.pg_stop_twin(asset, Role::Shadow).await;
         if let Some(mut shadow) = asset.shadow.take() {
             shadow.stop().await;
             shadow.forget(&self.instances);
@@ -198,16 +215,19 @@ impl Controller {
 
     /// Stops the control shadow, if one runs.
     pub async fn stop_control(&self, asset: &mut AssetState) {
-        if let Some(mut control) = asset.control.take() {
+        if let Some(control) = asset.control.take() {
             drop(control.stress.run);
-            control.instance.stop().await;
-            control.instance.forget(&self.instances);
-            let _ = std::fs::remove_dir_all(&control.instance.record.data_dir);
-            self.recorder.record(EngineEvent::InstanceStopped {
-                asset: asset.name().to_owned(),
-                role: Role::Control.as_str().to_owned(),
-                version: control.instance.record.version.clone(),
-            });
+            if let Some(mut instance) = control.instance {
+                instance.stop().await;
+                instance.forget(&self.instances);
+                let _ = std::fs::remove_dir_all(&instance.record.data_dir);
+                self.recorder.record(EngineEvent::InstanceStopped {
+                    asset: asset.name().to_owned(),
+                    role: Role::Control.as_str().to_owned(),
+                    version: instance.record.version.clone(),
+                });
+            }
+            self.pg_stop_twin(asset, Role::Control).await;
         }
     }
 
@@ -226,6 +246,9 @@ impl Controller {
         })?;
         self.stop_control(asset).await;
         self.stop_shadow(asset).await;
+        if asset.pg.is_some() {
+            self.pg_apply_version(asset, version).await?;
+        }
         if let Some(mut live) = asset.live.take() {
             if let Some(source) = asset.config.metrics.clone() {
                 let timeout = Duration::from_secs(1);
@@ -263,6 +286,13 @@ impl Controller {
             self.config.engine.window_ticks,
             self.config.engine.calibration_windows,
         );
+        if let Some(pg) = asset.pg.as_mut() {
+            // The cluster keeps running; the next tick reconnects with the new version's
+            // labels and clones a shadow of it.
+            pg.live_collector =
+                super::postgres::collector(&asset.config.name, "live", version, None);
+            return Ok(());
+        }
         let result = self.start_instance(asset, Role::Live, version).await;
         match result {
             Ok(instance) => {
@@ -284,6 +314,13 @@ impl Controller {
             .position(|asset| asset.name() == request.asset)
             .ok_or_else(|| EngineError::UnknownAsset(request.asset.clone()))?;
         request.validate()?;
+        if self.assets[index].pg.is_some() {
+            super::postgres::parse_settings(&request.config).map_err(|error| {
+                EngineError::InvalidDeployment(format!(
+                    "{error}; a postgres asset's configuration is `name = value` lines"
+                ))
+            })?;
+        }
         if self.config.engine.dry_run {
             return Err(EngineError::DryRun("a deployment"));
         }
@@ -332,10 +369,17 @@ impl Controller {
         let previous_phase = asset.phase;
         self.stop_control(asset).await;
         self.stop_shadow(asset).await;
-        let shadow = match self
-            .start_instance(asset, Role::Shadow, &request.version)
-            .await
-        {
+        let started = if asset.pg.is_some() {
+            self.pg_preflight(asset, &request.version)
+                .await
+                .map(NewShadow::Postgres)
+        } else {
+            self.start_instance(asset, Role::Shadow, &request.version)
+                .await
+                .map(NewShadow::Process)
+                .map_err(|error| error.to_string())
+        };
+        let shadow = match started {
             Ok(shadow) => shadow,
             Err(error) => {
                 // A failed live version keeps no shadow until the next
@@ -361,7 +405,7 @@ impl Controller {
                     asset: asset.name().to_owned(),
                     version: request.version.clone(),
                     live: current.to_owned(),
-                    error: error.to_string(),
+                    error,
                 });
             }
         };
@@ -374,15 +418,32 @@ impl Controller {
         if let Err(error) = self.apply_version(asset, &request.version).await {
             // The new version runs as a shadow but not as the live asset: go
             // back to the version that served before.
-            let mut shadow = shadow;
-            shadow.stop().await;
-            shadow.forget(&self.instances);
+            match shadow {
+                NewShadow::Process(mut shadow) => {
+                    shadow.stop().await;
+                    shadow.forget(&self.instances);
+                }
+                NewShadow::Postgres(twin) => {
+                    if let Err(error) = twin.shadow.destroy().await {
+                        tracing::warn!(%error, "cannot remove the new version's shadow");
+                    }
+                }
+            }
             let _ = self.apply_version(asset, current).await;
             return Err(error);
         }
-        asset.shadow = Some(shadow);
-        self.start_proxy(asset).await;
-        asset.shadow_scraper = Scraper::default();
+        match shadow {
+            NewShadow::Process(shadow) => {
+                asset.shadow = Some(shadow);
+                self.start_proxy(asset).await;
+                asset.shadow_scraper = Scraper::default();
+            }
+            NewShadow::Postgres(twin) => {
+                if let Some(pg) = asset.pg.as_mut() {
+                    pg.shadow = Some(twin);
+                }
+            }
+        }
         asset.phase = ShadowPhase::Calibrating;
         Ok(())
     }
@@ -518,7 +579,22 @@ impl Controller {
             version: to_version.to_owned(),
             profile: profile.name.clone(),
         });
-        let instance = match self.start_instance(asset, Role::Control, to_version).await {
+        let started = if asset.pg.is_some() {
+            self.pg_start_twin(asset, Role::Control, to_version)
+                .await
+                .map(|twin| {
+                    if let Some(pg) = asset.pg.as_mut() {
+                        pg.control = Some(twin);
+                    }
+                    None
+                })
+        } else {
+            self.start_instance(asset, Role::Control, to_version)
+                .await
+                .map(Some)
+                .map_err(|error| error.to_string())
+        };
+        let instance = match started {
             Ok(instance) => instance,
             Err(error) => {
                 self.control_verdict(
@@ -532,24 +608,18 @@ impl Controller {
             }
         };
         let rate = self.baseline_rate(asset);
-        let live_ports: Vec<u16> = self.config.asset.iter().map(|a| a.port).collect();
         let run = plan_for(&profile, rate, 0).ok().and_then(|plan| {
-            LoadRun::start(
-                &profile.name,
-                plan,
-                instance.port(),
-                &live_ports,
-                &asset.config.load,
-                self.tick_duration(),
-            )
-            .ok()
+            let port = instance.as_ref().map(Instance::port);
+            self.start_load(asset, Role::Control, port, &profile.name, plan)
         });
         let Some(run) = run else {
             asset.failure_handled = true;
-            let mut instance = instance;
-            instance.stop().await;
-            instance.forget(&self.instances);
-            let _ = std::fs::remove_dir_all(&instance.record.data_dir);
+            if let Some(mut instance) = instance {
+                instance.stop().await;
+                instance.forget(&self.instances);
+                let _ = std::fs::remove_dir_all(&instance.record.data_dir);
+            }
+            self.pg_stop_twin(asset, Role::Control).await;
             return;
         };
         let stress = self.begin_stress(
@@ -572,10 +642,12 @@ impl Controller {
         let Some(control) = &mut asset.control else {
             return;
         };
-        let mut failure = control
-            .instance
-            .exit_status()
-            .map(|status| format!("control shadow exited with {status}"));
+        let exited = match (&mut control.instance, &asset.pg) {
+            (Some(instance), _) => instance.exit_status(),
+            (None, Some(pg)) => pg.control.as_ref().and_then(|twin| twin.exit_status()),
+            (None, None) => None,
+        };
+        let mut failure = exited.map(|status| format!("control shadow exited with {status}"));
         if let Some(load) = control.stress.run.drain() {
             control.stress.requests += load.requests;
             if let Some(reason) = control.stress.judge.observe(&load, &asset.config.slo) {

@@ -17,6 +17,8 @@ mod events;
 mod faults;
 mod lifecycle;
 pub mod metrics;
+pub mod postgres;
+mod postgres_lifecycle;
 pub mod process;
 mod report;
 pub mod risk;
@@ -147,6 +149,14 @@ pub enum EngineError {
     /// An instance did not start.
     #[error(transparent)]
     Start(#[from] process::StartError),
+    /// A step on a PostgreSQL cluster failed; the message names the value and the fix.
+    #[error("postgres asset `{asset}`: {message}")]
+    Postgres {
+        /// Asset.
+        asset: String,
+        /// What failed, with PostgreSQL's own message.
+        message: String,
+    },
     /// The engine runs in dry-run mode, which changes no live asset.
     #[error(
         "the engine runs in dry-run mode, so it changes no live asset: {0} is rejected; restart it without --dry-run (engine.dry_run) to deploy or roll back"
@@ -331,6 +341,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
             config.engine.window_ticks,
             config.engine.calibration_windows,
         );
+        asset.pg = postgres::PgState::new(asset_config, &work_dir, store.kv("postgres")?);
         if let Some(version) = live_versions.get::<String>(&asset_config.name)?
             && versions.get(&asset_config.name, &version)?.is_some()
         {

@@ -9,9 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LoadConfig, ProfileConfig, ProfileKind, SloConfig};
-use crate::load::{
-    self, HttpTarget, LoadError, LoadPlan, LoadReport, OpenConfig, RunControl, Snapshot, Stage,
-};
+use crate::load::{self, HttpTarget, LoadPlan, OpenConfig, RunControl, Snapshot, Stage};
 
 /// Builds the load plan of `profile` at `baseline_rps`. A normal profile
 /// holds the baseline rate for `normal_ms`.
@@ -34,6 +32,14 @@ pub fn plan_for(
     LoadPlan::new(stages)
 }
 
+/// Highest planned rate of `plan`.
+pub fn plan_peak(plan: &LoadPlan) -> f64 {
+    plan.stages()
+        .iter()
+        .map(|stage| stage.kind.start_rps().max(stage.kind.end_rps()))
+        .fold(0.0, f64::max)
+}
+
 /// A load run in the background.
 #[derive(Debug)]
 pub struct LoadRun {
@@ -47,7 +53,7 @@ pub struct LoadRun {
     pub started: Instant,
     cancel: CancellationToken,
     snapshots: mpsc::Receiver<Snapshot>,
-    task: JoinHandle<Result<LoadReport, LoadError>>,
+    task: JoinHandle<()>,
 }
 
 /// A load run aimed at a port that serves users.
@@ -82,15 +88,29 @@ impl LoadRun {
         let (sender, snapshots) = mpsc::channel(64);
         let cancel = CancellationToken::new();
         let control = RunControl::new(cancel.clone()).with_snapshots(sender, tick);
-        let peak_rps = plan
-            .stages()
-            .iter()
-            .map(|stage| stage.kind.start_rps().max(stage.kind.end_rps()))
-            .fold(0.0, f64::max);
         let duration = plan.duration();
-        let task =
-            tokio::spawn(async move { load::run_open(&target, &plan, &config, control).await });
-        Ok(LoadRun {
+        let peak_rps = plan_peak(&plan);
+        let task = tokio::spawn(async move {
+            if let Err(error) = load::run_open(&target, &plan, &config, control).await {
+                tracing::warn!(%error, "load run against a shadow failed");
+            }
+        });
+        Ok(LoadRun::from_parts(
+            profile, peak_rps, duration, cancel, snapshots, task,
+        ))
+    }
+
+    /// A run of another executor, such as the SQL one: `task` sends a snapshot per
+    /// tick to `snapshots` and ends with the run, and `cancel` stops it.
+    pub fn from_parts(
+        profile: &str,
+        peak_rps: f64,
+        duration: Duration,
+        cancel: CancellationToken,
+        snapshots: mpsc::Receiver<Snapshot>,
+        task: JoinHandle<()>,
+    ) -> LoadRun {
+        LoadRun {
             profile: profile.to_owned(),
             peak_rps,
             duration,
@@ -98,7 +118,7 @@ impl LoadRun {
             cancel,
             snapshots,
             task,
-        })
+        }
     }
 
     /// Snapshots received since the last call, merged.

@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::postgres::cluster::{ClusterSpec, connect};
 use crate::postgres::deploy::{DeployReport, deploy_settings, rollback_settings};
 use crate::postgres::error::PgError;
+use crate::postgres::guard::ensure_shadow;
 use crate::postgres::metrics::MetricsCollector;
 use crate::postgres::registry::{Registry, cleanup_leftovers};
 use crate::postgres::server::Programs;
 use crate::postgres::settings::Settings;
 use crate::postgres::shadow::{Shadow, ShadowConfig};
-use crate::postgres::workload::{SqlWorkload, prepare_pgbench_tables};
+use crate::postgres::workload::{SqlTransaction, SqlWorkload, prepare_pgbench_tables};
 
 /// Configuration of a `postgres` asset.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -61,6 +62,13 @@ pub enum WorkloadConfig {
     /// `pg_stat_statements`. Without the extension, or without such statements, the
     /// pgbench-like mix at `fallback_scale` runs instead.
     StatStatements { limit: i64, fallback_scale: u32 },
+    /// Transactions given in full. `setup` statements run once in each new shadow before
+    /// the load, for example to create the tables the transactions use.
+    Custom {
+        #[serde(default)]
+        setup: Vec<String>,
+        transactions: Vec<SqlTransaction>,
+    },
 }
 
 impl Default for WorkloadConfig {
@@ -127,11 +135,25 @@ impl PostgresDriver {
 
     /// Clones the live cluster into a new shadow running with `settings`.
     pub async fn create_shadow(&self, settings: &Settings) -> Result<Shadow, PgError> {
+        self.create_shadow_at(settings, &[], self.config.shadow_port)
+            .await
+    }
+
+    /// Clones the live cluster into a new shadow on `port` (a free port when `None`)
+    /// running with `settings`, without the live cluster's `ALTER SYSTEM` values of the
+    /// settings in `reset`.
+    pub async fn create_shadow_at(
+        &self,
+        settings: &Settings,
+        reset: &[String],
+        port: Option<u16>,
+    ) -> Result<Shadow, PgError> {
         let config = ShadowConfig {
             asset: self.asset.clone(),
             root_dir: self.config.shadow_root_dir.clone(),
-            port: self.config.shadow_port,
+            port,
             settings: settings.clone(),
+            reset: reset.to_vec(),
         };
         Shadow::create(
             &self.config.live,
@@ -183,6 +205,24 @@ impl PostgresDriver {
                 }
                 prepare_pgbench_tables(shadow.spec(), *fallback_scale).await?;
                 Ok(SqlWorkload::pgbench_like(*fallback_scale, 1, 4))
+            }
+            WorkloadConfig::Custom {
+                setup,
+                transactions,
+            } => {
+                let client = connect(shadow.spec()).await?;
+                ensure_shadow(&client, shadow.spec()).await?;
+                for statement in setup {
+                    client.batch_execute(statement).await.map_err(|source| {
+                        PgError::query(
+                            format!("run the workload setup `{statement}` in the shadow"),
+                            source,
+                        )
+                    })?;
+                }
+                Ok(SqlWorkload {
+                    transactions: transactions.clone(),
+                })
             }
         }
     }

@@ -8,6 +8,7 @@
 //! cluster that is not a shadow.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -21,6 +22,7 @@ use crate::load::{LoadError, LoadPlan};
 use crate::postgres::cluster::{ClusterSpec, connect};
 use crate::postgres::error::PgError;
 use crate::postgres::guard::ensure_shadow;
+use crate::postgres::progress::SqlProgress;
 use crate::postgres::sql_report::{SqlErrorClass, SqlOutcome, SqlReport, Tally};
 use crate::postgres::workload::{SqlTransaction, SqlWorkload};
 
@@ -79,6 +81,25 @@ pub async fn run_sql_open(
     config: &SqlOpenConfig,
     cancel: CancellationToken,
 ) -> Result<SqlReport, PgError> {
+    run_sql_open_with_progress(shadow, workload, plan, config, cancel, None).await
+}
+
+/// Runs `workload` like [`run_sql_open`] and also counts every outcome in `progress`,
+/// so a caller can judge the run while it lasts.
+///
+/// Connections open on demand: a new worker and its connection start only when a
+/// transaction is due and no connected worker is idle, up to `max_connections`. So the
+/// run holds about as many connections as its rate needs, as an application's pool
+/// would, and a server whose `max_connections` is too low for the rate refuses the
+/// extra ones.
+pub async fn run_sql_open_with_progress(
+    shadow: &ClusterSpec,
+    workload: &SqlWorkload,
+    plan: &LoadPlan,
+    config: &SqlOpenConfig,
+    cancel: CancellationToken,
+    progress: Option<SqlProgress>,
+) -> Result<SqlReport, PgError> {
     if config.max_connections == 0 {
         return Err(LoadError::ZeroConnections.into());
     }
@@ -98,19 +119,10 @@ pub async fn run_sql_open(
         ));
         let (jobs, queue) = mpsc::channel(config.max_connections + config.queue_capacity);
         let queue: JobQueue = Arc::new(Mutex::new(queue));
+        let idle = Arc::new(AtomicUsize::new(0));
         let stop = cancel.child_token();
 
         let mut workers = JoinSet::new();
-        for index in 0..config.max_connections {
-            let worker = Worker::new(
-                shadow.clone(),
-                workload.clone(),
-                config.transaction_timeout,
-                index,
-                stop.clone(),
-            )?;
-            workers.spawn(run_queue_worker(worker, queue.clone()).in_current_span());
-        }
         // A dropped transaction was never picked from the mix, so it is counted under the
         // first class. The run's total counts are exact either way.
         let mut dropped = Tally::new(classes(&workload))?;
@@ -128,13 +140,25 @@ pub async fn run_sql_open(
                 _ = tokio::time::sleep_until(intended.into()) => {}
             }
             let Ok(permit) = admission.clone().try_acquire_owned() else {
-                dropped.record(
-                    &first_class,
-                    SqlOutcome::Failed(SqlErrorClass::Dropped),
-                    None,
-                );
+                let outcome = SqlOutcome::Failed(SqlErrorClass::Dropped);
+                dropped.record(&first_class, outcome, None);
+                if let Some(progress) = &progress {
+                    progress.record(outcome, None);
+                }
                 continue;
             };
+            if idle.load(Ordering::Acquire) == 0 && workers.len() < config.max_connections {
+                let mut worker = Worker::new(
+                    shadow.clone(),
+                    workload.clone(),
+                    config.transaction_timeout,
+                    workers.len(),
+                    stop.clone(),
+                )?;
+                worker.progress = progress.clone();
+                workers
+                    .spawn(run_queue_worker(worker, queue.clone(), idle.clone()).in_current_span());
+            }
             if jobs
                 .send(Job {
                     intended,
@@ -251,13 +275,15 @@ fn log_finished(report: &SqlReport) {
     );
 }
 
-async fn run_queue_worker(mut worker: Worker, queue: JobQueue) -> Tally {
+async fn run_queue_worker(mut worker: Worker, queue: JobQueue, idle: Arc<AtomicUsize>) -> Tally {
     loop {
+        idle.fetch_add(1, Ordering::AcqRel);
         let job = tokio::select! {
             biased;
-            _ = worker.stop.cancelled() => break,
+            _ = worker.stop.cancelled() => None,
             job = async { queue.lock().await.recv().await } => job,
         };
+        idle.fetch_sub(1, Ordering::AcqRel);
         let Some(job) = job else {
             break;
         };
@@ -298,6 +324,8 @@ struct Worker {
     backoff: Duration,
     tally: Tally,
     stop: CancellationToken,
+    /// Shared counts of the current interval, when the caller follows the run.
+    progress: Option<SqlProgress>,
 }
 
 impl Worker {
@@ -318,6 +346,7 @@ impl Worker {
             backoff: CONNECT_BACKOFF_MIN,
             tally,
             stop,
+            progress: None,
         })
     }
 
@@ -334,6 +363,9 @@ impl Worker {
             if let Err(class) = self.connect().await {
                 self.tally
                     .record(&transaction.class, SqlOutcome::Failed(class), None);
+                if let Some(progress) = &self.progress {
+                    progress.record(SqlOutcome::Failed(class), None);
+                }
                 tokio::time::sleep(self.backoff).await;
                 self.backoff = (self.backoff * 2).min(CONNECT_BACKOFF_MAX);
                 return;
@@ -351,8 +383,12 @@ impl Worker {
                 SqlOutcome::Failed(SqlErrorClass::ClientTimeout)
             }
         };
+        let latency = intended.elapsed();
         self.tally
-            .record(&transaction.class, outcome, Some(intended.elapsed()));
+            .record(&transaction.class, outcome, Some(latency));
+        if let Some(progress) = &self.progress {
+            progress.record(outcome, Some(latency));
+        }
     }
 
     async fn connect(&mut self) -> Result<(), SqlErrorClass> {

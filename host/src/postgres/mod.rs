@@ -37,7 +37,7 @@
 //! let report = deploy_settings(&live, &programs, &settings).await?;
 //! println!("restarted: {}", report.restarted);
 //!
-//! let config = ShadowConfig { asset: "db".into(), root_dir: "/var/lib/umbra".into(), port: None, settings };
+//! let config = ShadowConfig { asset: "db".into(), root_dir: "/var/lib/umbra".into(), port: None, settings, reset: Vec::new() };
 //! let shadow = Shadow::create(&live, &programs, &config, None).await?;
 //! println!("shadow on port {} took {} ms", shadow.spec().port, shadow.stats().creation_ms);
 //! shadow.destroy().await?;
@@ -54,6 +54,7 @@ mod error;
 mod executor;
 mod guard;
 mod metrics;
+mod progress;
 mod registry;
 mod scenario;
 mod scenario_load;
@@ -68,9 +69,12 @@ pub use cluster::{CONNECT_TIMEOUT, ClusterSpec, connect};
 pub use deploy::{DeployReport, deploy_settings, rollback_settings, show};
 pub use driver::{PostgresAssetConfig, PostgresDriver, WorkloadConfig};
 pub use error::PgError;
-pub use executor::{SqlClosedConfig, SqlOpenConfig, run_sql_closed, run_sql_open};
+pub use executor::{
+    SqlClosedConfig, SqlOpenConfig, run_sql_closed, run_sql_open, run_sql_open_with_progress,
+};
 pub use guard::ensure_shadow;
 pub use metrics::MetricsCollector;
+pub use progress::SqlProgress;
 pub use registry::{MARKER_FILE, Registry, ShadowRecord, cleanup_leftovers};
 pub use scenario::{Scenario, ScenarioReport, run_scenario};
 pub use server::{DEFAULT_OS_USER, Programs, postmaster_pid};

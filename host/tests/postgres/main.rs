@@ -8,6 +8,9 @@
 mod bench;
 mod config;
 mod driver;
+mod engine;
+mod engine_input;
+mod engine_scenario;
 mod load;
 mod scenarios;
 mod settings;

@@ -94,6 +94,7 @@ async fn cleanup_removes_leftover_shadow() -> TestResult {
         root_dir: live.shadow_root.clone(),
         port: None,
         settings: Default::default(),
+        reset: Vec::new(),
     };
 
     let shadow =
@@ -130,6 +131,7 @@ async fn missing_basebackup_names_program() -> TestResult {
         root_dir: live.shadow_root.clone(),
         port: None,
         settings: Default::default(),
+        reset: Vec::new(),
     };
 
     let error = Shadow::create(&live.spec, &programs, &config, None)
@@ -156,6 +158,7 @@ async fn unreachable_live_is_connect_error() -> TestResult {
         root_dir: live.shadow_root.clone(),
         port: None,
         settings: Default::default(),
+        reset: Vec::new(),
     };
 
     let error = Shadow::create(&spec, &live.programs, &config, None)

@@ -93,6 +93,7 @@ impl LiveCluster {
             root_dir: self.shadow_root.clone(),
             port: None,
             settings,
+            reset: Vec::new(),
         };
         Ok(Shadow::create(&self.spec, &self.programs, &config, None).await?)
     }
