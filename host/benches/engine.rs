@@ -88,6 +88,7 @@ fn config(dir: &std::path::Path, assets: usize) -> EngineConfig {
                 timeout_ms: 1000,
             },
             procedure: Vec::new(),
+            mirror: None,
         });
     }
     config

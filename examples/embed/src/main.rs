@@ -89,6 +89,7 @@ fn configuration(dir: &std::path::Path) -> anyhow::Result<EngineConfig> {
             timeout_ms: 2_000,
         },
         procedure: Vec::new(),
+        mirror: None,
     });
     // Everything built in code goes through the same validation as a file.
     let problems = config.validate();

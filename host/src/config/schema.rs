@@ -218,6 +218,10 @@ pub struct AssetConfig {
     /// Remediation procedures the remediation policy may ask for.
     #[serde(default)]
     pub procedure: Vec<ProcedureConfig>,
+    /// Live traffic copied to the shadow as its normal profile, instead of
+    /// synthetic baseline load.
+    #[serde(default)]
+    pub mirror: Option<super::mirror::MirrorSection>,
 }
 
 fn default_health_path() -> String {

@@ -71,6 +71,7 @@ pub(super) fn build(controller: &Controller, ts_ms: i64) -> StatusReport {
                 shadow_failure: asset.shadow_failure.clone(),
                 profile,
                 live_requests_seen: asset.live_requests_seen(),
+                mirror: asset.traffic.report(),
             }
         })
         .collect();
