@@ -112,8 +112,8 @@ impl Default for Traffic {
 }
 
 impl Traffic {
-    /// Whether live traffic is the shadow's baseline load: then the engine starts no
-    /// synthetic baseline run.
+    /// Returns whether live traffic is the shadow's baseline load, in which case the
+    /// engine starts no synthetic baseline run.
     pub fn mirrors(&self) -> bool {
         self.mirror.is_some()
     }
@@ -182,8 +182,8 @@ impl Controller {
     }
 
     /// Points the asset's mirror at the shadow while the shadow calibrates or runs at
-    /// baseline, and pauses it otherwise; stops a synthetic baseline run that the
-    /// mirror replaces; records the proxies' counters.
+    /// baseline, and pauses it otherwise. Also stops a synthetic baseline run that the
+    /// mirror replaces, and records the proxies' counters.
     pub fn route_mirror(
         &self,
         asset: &mut AssetState,
@@ -245,10 +245,10 @@ fn route(asset: &AssetState) {
     }
 }
 
-/// While the shadow's baseline is mirrored traffic, takes its own request metrics of
-/// the tick as the load it served, so the failure probability and the model's features
-/// follow the shadow at baseline as they would follow a synthetic baseline run. They are
-/// not stored as `umbra_asset_load_*`, which only the load generator writes.
+/// Takes the shadow's own request metrics of the tick as the load it served, while its
+/// baseline is mirrored traffic. The failure probability and the model's features then
+/// follow the shadow at baseline as they follow a synthetic baseline run. These figures
+/// are not stored as `umbra_asset_load_*`, which only the load generator writes.
 pub fn observe_mirrored_load(
     asset: &mut AssetState,
     live: &TickValues,
@@ -269,8 +269,8 @@ pub fn observe_mirrored_load(
     }
 }
 
-/// The shadow's own figures for one tick as a [`TickLoad`]; `None` without request
-/// metrics.
+/// Returns the shadow's own figures for one tick as a [`TickLoad`], or `None` without
+/// request metrics.
 fn mirrored_load(live: &TickValues, shadow: &TickValues, tick: Duration) -> Option<TickLoad> {
     let rate = *shadow.get("request_rate")?;
     let requests = (rate * tick.as_secs_f64()).round().max(0.0) as u64;

@@ -33,7 +33,7 @@ pub enum Kind {
 /// and its value.
 type Value = (&'static str, &'static str, Kind, u64);
 
-/// The mirroring proxy's values.
+/// Returns the mirroring proxy's values.
 pub fn mirror_values(stats: &MirrorStats) -> [Value; 9] {
     use Kind::{Counter, Gauge};
     [
@@ -94,7 +94,7 @@ pub fn mirror_values(stats: &MirrorStats) -> [Value; 9] {
     ]
 }
 
-/// The fault proxy's values.
+/// Returns the fault proxy's values.
 pub fn proxy_values(stats: &ProxyStats) -> [Value; 8] {
     use Kind::{Counter, Gauge};
     [
@@ -160,6 +160,9 @@ pub fn accumulate(total: &mut ProxyStats, retired: &ProxyStats) {
     total.timeouts_total += retired.timeouts_total;
 }
 
+/// One metric's help, kind and value per asset.
+type Family = (&'static str, Kind, Vec<(String, u64)>);
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AssetLabel {
     asset: String,
@@ -188,8 +191,7 @@ impl Collector for TrafficCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let assets = self.lock().clone();
         // One descriptor per metric, then one line per asset.
-        let mut families: BTreeMap<&'static str, (&'static str, Kind, Vec<(String, u64)>)> =
-            BTreeMap::new();
+        let mut families: BTreeMap<&'static str, Family> = BTreeMap::new();
         for (asset, snapshot) in &assets {
             let mirror = snapshot.mirror.as_ref().map(mirror_values);
             let proxy = snapshot.proxy.as_ref().map(proxy_values);

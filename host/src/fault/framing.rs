@@ -120,18 +120,18 @@ impl Splitter {
                 emit(Frame::Oversized);
             }
             // Fill the buffer with the header, then with the rest of the frame.
-            let wanted = if self.buffer.len() < 4 {
+            let expected_len = if self.buffer.len() < 4 {
                 4
             } else {
                 4 + self.payload_len()
             };
-            let take = (wanted - self.buffer.len()).min(data.len());
+            let take = (expected_len - self.buffer.len()).min(data.len());
             self.buffer.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.buffer.len() < wanted {
+            if self.buffer.len() < expected_len {
                 return;
             }
-            if wanted == 4 {
+            if expected_len == 4 {
                 let length = self.payload_len();
                 if length > self.max_frame_bytes {
                     self.buffer.clear();

