@@ -352,6 +352,7 @@ async fn shadow_session(
             if let Some(open) = connection.take() {
                 open.close(counters);
             }
+            give_up_queued(&mut queue, counters);
             continue;
         };
         slot.forget();
@@ -361,6 +362,9 @@ async fn shadow_session(
             debug!("a shadow connection failed while writing a copy");
             if let Some(open) = connection.take() {
                 open.close(counters);
+            }
+            if written.is_err() {
+                give_up_queued(&mut queue, counters);
             }
         }
     }
@@ -375,6 +379,16 @@ async fn shadow_session(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         open.close(counters);
+    }
+}
+
+/// Counts every copy waiting in `queue` as a shadow error and removes it. A shadow that
+/// let one copy time out would make each waiting copy wait as long, so a session whose
+/// client has gone would otherwise hold its queue for `queue_capacity` timeouts.
+fn give_up_queued(queue: &mut mpsc::Receiver<Copy>, counters: &MirrorCounters) {
+    while queue.try_recv().is_ok() {
+        counters.dequeued();
+        MirrorCounters::add(&counters.shadow_errors);
     }
 }
 

@@ -420,3 +420,32 @@ fn copies_follow_a_new_shadow_and_pause() -> TestResult {
     assert_eq!(stats.copies_unrouted_total, 2, "{stats:?}");
     Ok(())
 }
+
+#[test]
+fn stalled_queue_empties_on_timeout() -> TestResult {
+    let _timing = timing();
+    let live = Server::start(Framing::Line, Mode::Serve);
+    let stalled = Server::start(Framing::Line, Mode::Stall);
+    let rt = runtime();
+    let config = TcpMirrorConfig {
+        queue_capacity: 4,
+        shadow_in_flight: 1,
+        shadow_timeout_ms: 300,
+        ..TcpMirrorConfig::new(Framing::Line)
+    };
+    let proxy = rt.block_on(TcpMirrorProxy::start(live.addr, stalled.addr, config))?;
+    let mut client = LineClient::connect(proxy.listen_addr());
+    for (request, expected) in workload(10) {
+        assert_eq!(client.call(&request).0, expected);
+    }
+    let stats = wait_for(&proxy, |s| s.requests_total == 10);
+    assert_eq!(stats.copies_queued_total, 6, "{stats:?}");
+    assert_eq!(stats.copies_dropped_total, 4, "{stats:?}");
+
+    // One copy in flight, one waiting for its slot and four queued: all six fail
+    // together once the slot wait times out, and the queue is empty again.
+    let stats = wait_for(&proxy, |s| s.shadow_errors_total == 6);
+    assert_eq!(stats.shadow_errors_total, 6, "{stats:?}");
+    assert_eq!(stats.queue_depth, 0, "{stats:?}");
+    Ok(())
+}
