@@ -89,6 +89,7 @@ fn config(dir: &std::path::Path, assets: usize) -> EngineConfig {
             },
             procedure: Vec::new(),
             postgres: None,
+            mirror: None,
         });
     }
     config

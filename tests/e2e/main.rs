@@ -4,5 +4,6 @@ mod common;
 mod demo;
 mod engine;
 mod ingest_cli;
+mod mirror;
 mod model_cli;
 mod policy_cli;

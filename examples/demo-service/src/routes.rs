@@ -19,6 +19,10 @@ use crate::items::{CacheOutcome, Items};
 use crate::json;
 use crate::metrics::{Gauges, Metrics};
 
+/// Log target of one line per `/api/` request, enabled with
+/// `RUST_LOG=umbra_demo_service::access=debug`.
+const ACCESS_LOG: &str = "umbra_demo_service::access";
+
 const CONTENT_TYPE_JSON: &str = "application/json";
 const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
 const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -83,6 +87,13 @@ impl App {
         let response = self.route_api(method, path).await;
         self.metrics
             .record_request(response.status(), started.elapsed());
+        tracing::debug!(
+            target: ACCESS_LOG,
+            %method,
+            path,
+            status = response.status().as_u16(),
+            "request"
+        );
         response
     }
 

@@ -90,6 +90,7 @@ fn configuration(dir: &std::path::Path) -> anyhow::Result<EngineConfig> {
         },
         procedure: Vec::new(),
         postgres: None,
+        mirror: None,
     });
     // Everything built in code goes through the same validation as a file.
     let problems = config.validate();

@@ -6,12 +6,14 @@
 //! validation collects every problem, each named by its path in the file
 //! (`asset[0].slo.error_rate`), so one run shows everything to fix.
 
+mod mirror;
 mod postgres;
 mod schema;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use mirror::MirrorSection;
 pub use postgres::{LiveClusterConfig, PostgresSection, PostgresShadowConfig};
 pub use schema::{
     ApiConfig, AssetConfig, AssetKind, EngineSettings, LoadConfig, MetricsSource, ModelSection,

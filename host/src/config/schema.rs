@@ -229,6 +229,10 @@ pub struct AssetConfig {
     /// The live cluster and shadows of a `kind = "postgres"` asset.
     #[serde(default)]
     pub postgres: Option<super::postgres::PostgresSection>,
+    /// Live traffic copied to the shadow as its normal profile, instead of
+    /// synthetic baseline load.
+    #[serde(default)]
+    pub mirror: Option<super::mirror::MirrorSection>,
 }
 
 impl AssetConfig {

@@ -384,6 +384,7 @@ impl EngineConfig {
             format!("{path}.port"),
             format!("port {} is the API's port (api.listen)", asset.live_port()),
         );
+        problems.0.extend(super::mirror::check(self, index, asset));
         for (p, procedure) in asset.procedure.iter().enumerate() {
             let at = format!("{path}.procedure[{p}]");
             problems.check(

@@ -126,6 +126,8 @@ pub struct AssetState {
     pub next_start: Instant,
     /// Earliest time of the next live start.
     pub next_live_start: Instant,
+    /// The mirror in front of live, and the shadows' proxy counters.
+    pub traffic: super::mirror::Traffic,
 }
 
 impl AssetState {
@@ -177,6 +179,7 @@ impl AssetState {
             start_failures: 0,
             next_start: now,
             next_live_start: now,
+            traffic: Default::default(),
         }
     }
 

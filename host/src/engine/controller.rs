@@ -123,6 +123,7 @@ impl Controller {
                 let _ = reply.send(result);
             }
         }
+        self.route_mirrors();
     }
 
     /// Runs one tick of the loop.
@@ -139,11 +140,15 @@ impl Controller {
         let mut assets = std::mem::take(&mut self.assets);
         let mut samples = Vec::new();
         for asset in &mut assets {
+            self.ensure_mirror(asset).await;
             self.supervise(asset).await;
             self.collect(asset, ts_ms, &mut samples).await;
             self.advance_control(asset).await;
         }
         self.decide(&mut assets, ts_ms, &mut samples).await;
+        for asset in &mut assets {
+            self.route_mirror(asset, ts_ms, &mut samples);
+        }
         self.assets = assets;
         if !samples.is_empty()
             && let Err(error) = self.store.append_async(samples).await
@@ -279,7 +284,11 @@ impl Controller {
                         self.assess(asset, comparisons);
                     }
                 }
-                if asset.phase != ShadowPhase::Stressed && asset.baseline.is_none() {
+                // Mirrored live traffic, when it flows, replaces synthetic baseline load.
+                if asset.phase != ShadowPhase::Stressed
+                    && asset.baseline.is_none()
+                    && !asset.traffic.mirrors()
+                {
                     self.start_baseline(asset);
                 }
             }
@@ -298,6 +307,12 @@ impl Controller {
             let version = asset.version.clone();
             push_samples(samples, asset.name(), "shadow", &version, &values, ts_ms);
         }
+        super::mirror::observe_mirrored_load(
+            asset,
+            live_values,
+            shadow_values,
+            self.tick_duration(),
+        );
     }
 
     /// Asks the drift policy about a full window, then the sequencer for the
@@ -671,7 +686,7 @@ impl Controller {
     }
 }
 
-fn push_samples(
+pub(super) fn push_samples(
     samples: &mut Vec<SeriesSamples>,
     asset: &str,
     side: &str,

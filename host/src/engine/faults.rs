@@ -20,6 +20,9 @@ const FAULT_GRACE: Duration = Duration::from_secs(2);
 impl Controller {
     /// Starts the fault proxy in front of a new shadow.
     pub async fn start_proxy(&self, asset: &mut AssetState) {
+        if asset.proxy.is_some() {
+            self.stop_proxy(asset).await;
+        }
         let Some(shadow) = &asset.shadow else {
             return;
         };
@@ -36,9 +39,13 @@ impl Controller {
         }
     }
 
-    /// Stops the shadow's fault proxy.
+    /// Stops the shadow's fault proxy, keeping its counters in the asset's
+    /// totals, and pauses the mirror's copies to it.
     pub async fn stop_proxy(&self, asset: &mut AssetState) {
+        asset.traffic.pause();
         if let Some(proxy) = asset.proxy.take() {
+            let stats = proxy.stats();
+            super::traffic::accumulate(&mut asset.traffic.retired_proxies, &stats);
             proxy.shutdown().await;
         }
     }

@@ -17,6 +17,7 @@ mod events;
 mod faults;
 mod lifecycle;
 pub mod metrics;
+mod mirror;
 pub mod postgres;
 mod postgres_lifecycle;
 pub mod process;
@@ -24,6 +25,7 @@ mod report;
 pub mod risk;
 mod status;
 mod telemetry;
+mod traffic;
 pub mod trial;
 mod versions;
 
@@ -44,7 +46,9 @@ use crate::store::{Store, StoreError};
 pub use decide::AuditRecord;
 pub use events::{AUDIT_LOG, EVENT_LOG, EngineEvent, Stamped};
 pub use lifecycle::MAX_PAYLOAD_BYTES;
-pub use status::{AssetReport, InstanceReport, ProfileReport, ServiceReport, StatusReport};
+pub use status::{
+    AssetReport, InstanceReport, MirrorReport, ProfileReport, ServiceReport, StatusReport,
+};
 pub use telemetry::Telemetry;
 pub use versions::{Status as VersionStatus, VersionRecord};
 

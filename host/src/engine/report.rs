@@ -83,6 +83,7 @@ fn asset_report(asset: &AssetState) -> AssetReport {
         shadow_failure: asset.shadow_failure.clone(),
         profile,
         live_requests_seen: asset.live_requests_seen(),
+        mirror: asset.traffic.report(),
     };
     match &asset.pg {
         Some(pg) => postgres_report(asset, pg, report),

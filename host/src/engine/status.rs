@@ -103,4 +103,18 @@ pub struct AssetReport {
     pub profile: Option<ProfileReport>,
     /// Requests the live instances counted while Umbra watched them.
     pub live_requests_seen: f64,
+    /// The mirroring proxy in front of live, when `[asset.mirror]` is set.
+    #[serde(default)]
+    pub mirror: Option<MirrorReport>,
+}
+
+/// The mirroring proxy of an asset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MirrorReport {
+    /// Address the live asset's clients use.
+    pub listen: String,
+    /// Where copies go now (the shadow's fault proxy), `None` while paused.
+    pub shadow: Option<String>,
+    /// Counters since the mirror started.
+    pub stats: crate::fault::MirrorStats,
 }

@@ -61,6 +61,8 @@ pub struct Telemetry {
     pub ticks: Counter,
     /// Time spent in one tick.
     pub tick_seconds: Histogram,
+    /// Counters of the mirroring and fault proxies, per asset.
+    pub traffic: std::sync::Arc<super::traffic::TrafficCollector>,
 }
 
 impl Default for Telemetry {
@@ -76,8 +78,10 @@ impl Default for Telemetry {
             policy_seconds: Family::new_with_constructor(latency_buckets),
             ticks: Counter::default(),
             tick_seconds: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            traffic: Default::default(),
             registry: Registry::default(),
         };
+        registry.register_collector(Box::new(telemetry.traffic.clone()));
         registry.register(
             "confidence",
             "Smoothed confidence of a service, bounded by its dependencies",

@@ -29,6 +29,10 @@ pub enum ProxyError {
     #[error("failed to listen on `127.0.0.1`")]
     Bind(#[source] std::io::Error),
 
+    /// The proxy could not listen on the address it was given.
+    #[error("failed to listen on `{0}`")]
+    BindOn(std::net::SocketAddr, #[source] std::io::Error),
+
     /// The ledger could not record or remove the proxy.
     #[error("failed to update the fault ledger")]
     Ledger(#[from] LedgerError),

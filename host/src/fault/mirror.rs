@@ -7,6 +7,9 @@
 //! up to `shadow_concurrency` of them at once. Only requests whose body is declared by
 //! `Content-Length` and fits `max_body_bytes` (or that have no body) are buffered and
 //! copied; other requests stream to live unchanged.
+//!
+//! The shadow's address can change while the proxy runs ([`MirrorProxy::set_shadow`]),
+//! so the engine points the copies at each new shadow, and pauses them with `None`.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::fault::error::ProxyError;
-use crate::fault::mirror_config::{MirrorConfig, MirrorCounters, MirrorStats};
+use crate::fault::mirror_config::{MirrorConfig, MirrorCounters, MirrorStats, ShadowTarget};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 type HttpClient = Client<HttpConnector, Body>;
@@ -39,6 +42,8 @@ type HttpClient = Client<HttpConnector, Body>;
 /// A request copy waiting for the shadow.
 struct MirroredRequest {
     request: Request<Full<Bytes>>,
+    /// Generation of the shadow target when the copy was made.
+    generation: u64,
 }
 
 /// State shared by the connections of one mirroring proxy.
@@ -48,12 +53,14 @@ struct Shared {
     client: HttpClient,
     copies: mpsc::Sender<MirroredRequest>,
     counters: Arc<MirrorCounters>,
+    target: Arc<ShadowTarget>,
 }
 
-/// A running mirroring proxy on 127.0.0.1. Dropping it stops it.
+/// A running mirroring proxy. Dropping it stops it.
 pub struct MirrorProxy {
     listen_addr: SocketAddr,
     counters: Arc<MirrorCounters>,
+    target: Arc<ShadowTarget>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -74,12 +81,32 @@ impl MirrorProxy {
         shadow: SocketAddr,
         config: MirrorConfig,
     ) -> Result<MirrorProxy, ProxyError> {
-        config.validate().map_err(ProxyError::InvalidMirrorConfig)?;
-        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await
-            .map_err(ProxyError::Bind)?;
-        let listen_addr = listener.local_addr().map_err(ProxyError::Bind)?;
+        MirrorProxy::start_on(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            live,
+            Some(shadow),
+            config,
+        )
+        .await
+    }
 
+    /// Starts a proxy on `listen` (the address the live asset's clients use) that
+    /// forwards to `live` and copies to `shadow`; with `None`, copying starts paused.
+    pub async fn start_on(
+        listen: SocketAddr,
+        live: SocketAddr,
+        shadow: Option<SocketAddr>,
+        config: MirrorConfig,
+    ) -> Result<MirrorProxy, ProxyError> {
+        config.validate().map_err(ProxyError::InvalidMirrorConfig)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|error| ProxyError::BindOn(listen, error))?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|error| ProxyError::BindOn(listen, error))?;
+
+        let target = Arc::new(ShadowTarget::new(shadow));
         let counters = Arc::new(MirrorCounters::default());
         let cancel = CancellationToken::new();
         let mut connector = HttpConnector::new();
@@ -91,7 +118,7 @@ impl MirrorProxy {
 
         let dispatcher = tokio::spawn(dispatch_copies(
             queue,
-            shadow,
+            target.clone(),
             client.clone(),
             config.clone(),
             counters.clone(),
@@ -103,13 +130,15 @@ impl MirrorProxy {
             client,
             copies,
             counters: counters.clone(),
+            target: target.clone(),
         });
         let acceptor = tokio::spawn(accept_loop(listener, shared, cancel.clone()));
-        info!(%listen_addr, %live, %shadow, "mirroring proxy started");
+        info!(%listen_addr, %live, ?shadow, "mirroring proxy started");
 
         Ok(MirrorProxy {
             listen_addr,
             counters,
+            target,
             cancel,
             tasks: vec![acceptor, dispatcher],
         })
@@ -123,6 +152,18 @@ impl MirrorProxy {
     /// The proxy's counters.
     pub fn stats(&self) -> MirrorStats {
         self.counters.snapshot()
+    }
+
+    /// Sends copies of later requests to `shadow`, or pauses copying with `None`.
+    /// Copies still queued for the previous address are not sent; they count in
+    /// `copies_unrouted_total`, like requests that arrive while copying is paused.
+    pub fn set_shadow(&self, shadow: Option<SocketAddr>) {
+        self.target.set(shadow);
+    }
+
+    /// The address copies go to, `None` while copying is paused.
+    pub fn shadow(&self) -> Option<SocketAddr> {
+        self.target.get().1
     }
 
     /// Stops accepting, closes client connections and abandons queued copies.
@@ -241,18 +282,29 @@ fn offer_copy(shared: &Shared, parts: &hyper::http::request::Parts, path: &str, 
     if let Some(headers) = builder.headers_mut() {
         *headers = parts.headers.clone();
     }
+    let (generation, shadow) = shared.target.get();
+    if shadow.is_none() {
+        MirrorCounters::add(&shared.counters.unrouted);
+        return;
+    }
     let Ok(request) = builder.body(Full::new(body)) else {
         return;
     };
-    match shared.copies.try_send(MirroredRequest { request }) {
-        Ok(()) => MirrorCounters::add(&shared.counters.queued),
+    match shared.copies.try_send(MirroredRequest {
+        request,
+        generation,
+    }) {
+        Ok(()) => {
+            MirrorCounters::add(&shared.counters.depth);
+            MirrorCounters::add(&shared.counters.queued);
+        }
         Err(_) => MirrorCounters::add(&shared.counters.dropped),
     }
 }
 
 async fn dispatch_copies(
     mut queue: mpsc::Receiver<MirroredRequest>,
-    shadow: SocketAddr,
+    target: Arc<ShadowTarget>,
     client: HttpClient,
     config: MirrorConfig,
     counters: Arc<MirrorCounters>,
@@ -272,6 +324,14 @@ async fn dispatch_copies(
             copy = queue.recv() => copy,
         };
         let Some(copy) = copy else { return };
+        counters.dequeued();
+        let shadow = match target.get() {
+            (generation, Some(shadow)) if generation == copy.generation => shadow,
+            _ => {
+                MirrorCounters::add(&counters.unrouted);
+                continue;
+            }
+        };
 
         let client = client.clone();
         let counters = counters.clone();

@@ -14,6 +14,8 @@
 //!   [`run_resource_fault`] applies it for a bounded time.
 //! - [`MirrorProxy`] sits in front of a live HTTP/1.1 asset and copies its traffic to the
 //!   shadow, so the shadow receives the same baseline load as live without ever slowing it.
+//!   [`TcpMirrorProxy`] does the same for plain-TCP request/response protocols whose
+//!   messages are delimited by lines or a length prefix ([`Framing`]).
 //!
 //! Whatever could outlive Umbra (cgroups, changed limits, mounts) is recorded in a
 //! [`FaultLedger`] before it is applied. Proxies and busy threads live in the Umbra
@@ -47,6 +49,7 @@ mod cpu;
 mod disk;
 mod error;
 mod files;
+mod framing;
 mod ledger;
 mod memory;
 mod mirror;
@@ -56,19 +59,22 @@ mod proxy;
 mod resource;
 mod spec;
 mod stats;
+mod tcp_mirror;
 
 pub use cpu::CpuContention;
 pub use disk::DiskBudget;
 pub use error::{FaultSpecError, LedgerError, ProxyError, ResourceError};
 pub use files::{OpenFilesLimit, limit_open_files};
+pub use framing::Framing;
 pub use ledger::{
     CgroupRecord, CleanupReport, FaultLedger, MountRecord, ProxyRecord, RlimitRecord,
     cleanup_leftovers,
 };
 pub use memory::{MemoryLimit, MemoryMechanism, limit_memory};
 pub use mirror::MirrorProxy;
-pub use mirror_config::{MirrorConfig, MirrorStats};
+pub use mirror_config::{MAX_FRAME_LIMIT, MirrorConfig, MirrorStats, TcpMirrorConfig};
 pub use proxy::FaultProxy;
 pub use resource::{ResourceFault, ResourceGuard, ResourceOutcome, run_resource_fault};
 pub use spec::{Direction, Fault, FaultRule, FaultSet};
 pub use stats::ProxyStats;
+pub use tcp_mirror::TcpMirrorProxy;

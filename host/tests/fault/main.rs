@@ -9,3 +9,4 @@ mod mirror;
 mod proxy;
 mod resources;
 mod support;
+mod tcp_mirror;
