@@ -88,6 +88,8 @@ fn config(dir: &std::path::Path, assets: usize) -> EngineConfig {
                 timeout_ms: 1000,
             },
             procedure: Vec::new(),
+            shadow: Default::default(),
+            twin: None,
         });
     }
     config

@@ -6,3 +6,4 @@ mod engine;
 mod ingest_cli;
 mod model_cli;
 mod policy_cli;
+mod twin;

@@ -89,6 +89,8 @@ fn configuration(dir: &std::path::Path) -> anyhow::Result<EngineConfig> {
             timeout_ms: 2_000,
         },
         procedure: Vec::new(),
+        shadow: Default::default(),
+        twin: None,
     });
     // Everything built in code goes through the same validation as a file.
     let problems = config.validate();

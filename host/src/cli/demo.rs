@@ -119,6 +119,8 @@ fn demo_config(work_dir: &Path, program: &Path, live_port: u16, api: SocketAddr)
                 timeout_ms: 2_000,
             },
             procedure: Vec::new(),
+            shadow: Default::default(),
+            twin: None,
         }],
         profile: vec![
             profile("normal", ProfileKind::Normal, 1.0, 0, 0),

@@ -7,6 +7,7 @@
 //! (`asset[0].slo.error_rate`), so one run shows everything to fix.
 
 mod schema;
+mod shadow;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub use schema::{
     ApiConfig, AssetConfig, AssetKind, EngineSettings, LoadConfig, MetricsSource, ModelSection,
     ProcedureConfig, ProfileConfig, ProfileKind, ServiceConfig, SloConfig, StoreSection,
 };
+pub use shadow::{ShadowKind, TwinSettings};
 pub use validate::{ConfigError, NAME_RULE, Problem, is_name};
 
 /// A parsed and validated engine configuration.

@@ -218,6 +218,12 @@ pub struct AssetConfig {
     /// Remediation procedures the remediation policy may ask for.
     #[serde(default)]
     pub procedure: Vec<ProcedureConfig>,
+    /// What plays the shadow's role: `process` (default) or `model`.
+    #[serde(default)]
+    pub shadow: super::ShadowKind,
+    /// Forecaster settings; only with `shadow = "model"`.
+    #[serde(default)]
+    pub twin: Option<super::TwinSettings>,
 }
 
 fn default_health_path() -> String {

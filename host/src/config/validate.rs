@@ -396,6 +396,7 @@ impl EngineConfig {
             format!("{path}.port"),
             format!("port {} is the API's port (api.listen)", asset.port),
         );
+        check_shadow(&path, asset, problems);
         for (p, procedure) in asset.procedure.iter().enumerate() {
             let at = format!("{path}.procedure[{p}]");
             problems.check(
@@ -474,5 +475,21 @@ impl EngineConfig {
                 problems.add(format!("{path}.network"), error.to_string());
             }
         }
+    }
+}
+
+/// Checks the model twin settings of an asset against its shadow kind.
+fn check_shadow(path: &str, asset: &AssetConfig, problems: &mut Problems) {
+    match (&asset.shadow, &asset.twin) {
+        (super::ShadowKind::Process, Some(_)) => problems.add(
+            format!("{path}.twin"),
+            "is only used with shadow = \"model\": remove it, or set shadow = \"model\" to replace the shadow process with a forecast",
+        ),
+        (super::ShadowKind::Model, Some(twin)) => {
+            for (field, message) in twin.problems() {
+                problems.add(format!("{path}.twin.{field}"), message);
+            }
+        }
+        _ => {}
     }
 }

@@ -4,13 +4,14 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::config::{AssetConfig, ProfileConfig};
+use crate::config::{AssetConfig, ProfileConfig, ShadowKind};
 use crate::policy::types::{AssetKind, AssetStatus, DriftAssessment, ShadowPhase, VersionStatus};
 
 use super::analysis::Analysis;
 use super::metrics::Scraper;
 use super::process::Instance;
 use super::trial::{LoadRun, SloJudge, TickLoad};
+use super::twin::TwinShadow;
 use super::versions::Status;
 
 /// A stress profile running against a shadow or control shadow.
@@ -123,6 +124,8 @@ pub struct AssetState {
     pub next_start: Instant,
     /// Earliest time of the next live start.
     pub next_live_start: Instant,
+    /// The model twins that replace the shadow process when `shadow = "model"`.
+    pub twin: Option<TwinShadow>,
 }
 
 impl AssetState {
@@ -135,6 +138,8 @@ impl AssetState {
     ) -> AssetState {
         let version = config.version.clone();
         let now = Instant::now();
+        let twin = (config.shadow == ShadowKind::Model)
+            .then(|| TwinShadow::new(config.twin.clone().unwrap_or_default()));
         AssetState {
             config,
             criticality,
@@ -173,6 +178,7 @@ impl AssetState {
             start_failures: 0,
             next_start: now,
             next_live_start: now,
+            twin,
         }
     }
 
@@ -217,7 +223,11 @@ impl AssetState {
             asset: self.config.name.clone(),
             service: self.config.service.clone(),
             criticality: self.criticality,
-            kind: AssetKind::Process,
+            kind: if self.twin.is_some() {
+                AssetKind::Model
+            } else {
+                AssetKind::Process
+            },
             version: self.version.clone(),
             version_status: match self.status {
                 Status::Candidate => VersionStatus::Candidate,

@@ -23,6 +23,7 @@ pub mod risk;
 mod status;
 mod telemetry;
 pub mod trial;
+mod twin;
 mod versions;
 
 use std::path::PathBuf;
