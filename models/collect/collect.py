@@ -2,7 +2,8 @@
 
 Each run starts `umbra run` with eight assets, each a version of the demo service
 (`versions/*.toml`) with its own capacity: two that hold every profile and six that fail
-at different intensities. Simulated users send the run's baseline rate to every live
+at different intensities (`fail-400` holds in the runs whose top rate stays below its
+capacity). Simulated users send the run's baseline rate to every live
 instance with the demo service's `load` example. The sequencer `sequencer.rhai` drives each
 shadow through the run's ramping profiles, in order, until it fails or every profile has
 passed. The engine records each tick's features and each shadow failure (`[model] enabled`).
@@ -56,7 +57,7 @@ RUNS = {
 # Runs whose episodes form the held-out evaluation split; the others train the model.
 TEST_RUNS = ["late"]
 
-# Longest a run may take before the script gives up on it.
+# Maximum time a run may take before the script gives up on it.
 RUN_TIMEOUT_SECONDS = 900
 
 
@@ -143,7 +144,7 @@ def wait_for_api(api, engine, seconds=60):
             return get_json(f"{api}/v1/status")
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.5)
-    raise SystemExit(f"the engine's API at {api} did not answer within {seconds} s")
+    raise SystemExit(f"the engine's API at {api} did not respond within {seconds} s")
 
 
 def start_users(load_bin, port, rate, log):

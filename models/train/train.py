@@ -70,8 +70,8 @@ def fit_mlp(x, y):
     mlp.fit(scaler.transform(x), y)
     # A feature that never varied in training (the engine records some as 0) reaches the
     # first layer as 0 on every training row, so its weights keep their random start.
-    # Zeroing them makes the model ignore it instead of reacting at random when a later
-    # host fills it; predictions on the training data do not change.
+    # Zeroing them makes the model ignore the feature instead of reacting at random when a
+    # later host fills it. Predictions on the training data do not change.
     mlp.coefs_[0][np.ptp(x, axis=0) == 0, :] = 0.0
     return fold_scaler(mlp, scaler)
 

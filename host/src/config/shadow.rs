@@ -1,4 +1,4 @@
-//! What plays the shadow's role for an asset: a second instance (`shadow = "process"`, the
+//! The shadow kind of an asset: a second instance (`shadow = "process"`, the
 //! default) or a model twin (`shadow = "model"`) that forecasts each live metric from its
 //! own history, for assets where no real shadow can run.
 
@@ -23,7 +23,7 @@ pub enum ShadowKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TwinSettings {
-    /// Ticks a metric's twin learns before its forecast stands in for the shadow.
+    /// Ticks a metric's twin learns before its forecast replaces the shadow's value.
     pub warmup_ticks: u64,
     /// Weight of a new value in the forecast's level, in (0, 1]. Lower values remember the
     /// history longer, so a lasting change stays visible for more comparison windows.
@@ -43,7 +43,7 @@ impl Default for TwinSettings {
 }
 
 impl TwinSettings {
-    /// The forecaster's constants for these settings.
+    /// Builds the forecaster's constants from these settings.
     pub fn twin_config(&self) -> TwinConfig {
         TwinConfig {
             level_alpha: self.level_alpha,
@@ -99,10 +99,34 @@ mod tests {
     #[test]
     fn each_invalid_setting_is_named() {
         let cases = [
-            ("warmup_ticks", TwinSettings { warmup_ticks: 1, ..TwinSettings::default() }),
-            ("level_alpha", TwinSettings { level_alpha: 0.0, ..TwinSettings::default() }),
-            ("level_alpha", TwinSettings { level_alpha: f64::NAN, ..TwinSettings::default() }),
-            ("trend_beta", TwinSettings { trend_beta: 1.5, ..TwinSettings::default() }),
+            (
+                "warmup_ticks",
+                TwinSettings {
+                    warmup_ticks: 1,
+                    ..TwinSettings::default()
+                },
+            ),
+            (
+                "level_alpha",
+                TwinSettings {
+                    level_alpha: 0.0,
+                    ..TwinSettings::default()
+                },
+            ),
+            (
+                "level_alpha",
+                TwinSettings {
+                    level_alpha: f64::NAN,
+                    ..TwinSettings::default()
+                },
+            ),
+            (
+                "trend_beta",
+                TwinSettings {
+                    trend_beta: 1.5,
+                    ..TwinSettings::default()
+                },
+            ),
         ];
         for (field, settings) in cases {
             let problems = settings.problems();

@@ -52,7 +52,12 @@ pub(super) fn build(controller: &Controller, ts_ms: i64) -> StatusReport {
                 name: asset.name().to_owned(),
                 service: asset.config.service.clone(),
                 kind: "process".to_owned(),
-                shadow_kind: if asset.twin.is_some() { "model" } else { "process" }.to_owned(),
+                shadow_kind: if asset.twin.is_some() {
+                    "model"
+                } else {
+                    "process"
+                }
+                .to_owned(),
                 version: asset.version.clone(),
                 version_status: asset.status.as_str().to_owned(),
                 known_good_version: asset.known_good.clone(),

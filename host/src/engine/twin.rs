@@ -25,7 +25,7 @@ use super::{DeployRequest, EngineError};
 /// Side label of stored forecasts, beside `live` and `shadow`.
 pub const TWIN_SIDE: &str = "twin";
 
-/// Reason given when a remediation policy asks to roll back an asset that has a model
+/// Reason given when a remediation policy requests a rollback of an asset that has a model
 /// twin: a forecast is not a shadow that failed under load.
 pub const ROLLBACK_REFUSED: &str = "the asset has a model twin, not a shadow process, and a forecast alone never rolls a live asset back: check the drift, then roll back by hand with `umbra rollback` if needed";
 
