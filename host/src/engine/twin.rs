@@ -20,6 +20,7 @@ use super::asset::AssetState;
 use super::controller::Controller;
 use super::events::EngineEvent;
 use super::metrics::{COMPARED, TickValues};
+use super::versions::Status;
 use super::{DeployRequest, EngineError};
 
 /// Side label of stored forecasts, beside `live` and `shadow`.
@@ -70,8 +71,8 @@ impl TwinShadow {
 
 impl Controller {
     /// Deploys a version to an asset with a model twin. No shadow starts first, so the
-    /// live instance switches at once; if it cannot start, the previous version starts
-    /// again. The twins and the calibration carry over, and only the window contents are
+    /// live instance switches at once. A version whose live instance cannot start is
+    /// marked bad, and the previous version starts again. The twins and the calibration carry over, and only the window contents are
     /// dropped, so the next windows compare the new version with the forecast learnt
     /// from the previous one.
     pub(super) async fn apply_with_twin(
@@ -95,7 +96,20 @@ impl Controller {
             origin: request.origin.clone(),
         });
         let result = self.apply_version(asset, &request.version).await;
-        if result.is_err() {
+        if let Err(error) = &result {
+            let reason = format!("its live instance failed to start: {error}");
+            if let Err(store_error) =
+                self.versions
+                    .set_status(asset.name(), &request.version, Status::Bad, &reason)
+            {
+                tracing::warn!(%store_error, "cannot record a version status");
+            }
+            self.recorder.record(EngineEvent::VersionStatus {
+                asset: asset.name().to_owned(),
+                version: request.version.clone(),
+                status: Status::Bad.as_str().to_owned(),
+                reason,
+            });
             let _ = self.apply_version(asset, current).await;
         }
 
