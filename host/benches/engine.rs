@@ -90,6 +90,8 @@ fn config(dir: &std::path::Path, assets: usize) -> EngineConfig {
             procedure: Vec::new(),
             postgres: None,
             mirror: None,
+            shadow: Default::default(),
+            twin: None,
         });
     }
     config

@@ -11,8 +11,11 @@ summaries. The shadow *fails* when it breaches its SLO badly for 3 ticks in a ro
 crashes (memory or file descriptor limit); the label of a tick is 1 when a failure starts
 within the horizon after it.
 
-This is a simulator, not recorded runs of Umbra: the engine that would record real runs is
-not built yet. Re-run with `python simulate.py --seed 1 --episodes 240 --out ../data/train.csv`.
+This is a simulator, not recorded runs of Umbra; the shipped model is trained on recorded
+runs (models/collect/). The simulated files in models/data/simulated/ remain as the fixture
+of host/tests/model/features.rs, which checks that the host computes the slope features
+the way this Python code does. Re-run with
+`python simulate.py --seed 2 --episodes 120 --out ../data/simulated/test.csv`.
 """
 
 import argparse
@@ -21,28 +24,9 @@ import math
 
 import numpy as np
 
-FEATURES_VERSION = 1
-FEATURE_NAMES = [
-    "drift_score",
-    "latency_p50_change",
-    "latency_p99_change",
-    "error_rate_change",
-    "throughput_change",
-    "cpu_change",
-    "rss_change",
-    "fds_change",
-    "threads_change",
-    "utilisation",
-    "latency_p99_slo_ratio",
-    "error_rate_slo_ratio",
-    "throughput_plan_ratio",
-    "profile_intensity",
-    "stress_seconds",
-    "latency_p99_slo_ratio_slope",
-    "error_rate_slo_ratio_slope",
-]
+from features import FEATURE_NAMES, FEATURES_VERSION, HORIZON_SECONDS  # noqa: F401
+
 TICK_SECONDS = 5.0
-HORIZON_SECONDS = 60.0
 TREND_TICKS = 10
 SLO_LATENCY_P99 = 0.25  # seconds
 SLO_ERROR_RATE = 0.01

@@ -7,3 +7,4 @@ mod ingest_cli;
 mod mirror;
 mod model_cli;
 mod policy_cli;
+mod twin;

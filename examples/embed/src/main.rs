@@ -91,6 +91,8 @@ fn configuration(dir: &std::path::Path) -> anyhow::Result<EngineConfig> {
         procedure: Vec::new(),
         postgres: None,
         mirror: None,
+        shadow: Default::default(),
+        twin: None,
     });
     // Everything built in code goes through the same validation as a file.
     let problems = config.validate();

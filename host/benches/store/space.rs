@@ -27,7 +27,7 @@ pub fn run(plan: &SpaceRun) -> BenchResult {
     let config = StoreConfig::default();
     let compact_every = (config.compact_interval_seconds / plan.interval_seconds).max(1) as usize;
     let report_every = (3600.0 * 2.0 / plan.interval_seconds as f64).round() as usize;
-    let store = Store::open(&dir.path().join("umbra"), config)?;
+    let store = Store::open(dir.path().join("umbra"), config)?;
     let labels: Vec<Labels> = (0..plan.series).map(node_like_labels).collect();
     let steps = (plan.hours * 3600.0 / plan.interval_seconds as f64).round() as usize;
     let at = |step: usize| START_MS + (step as u64 * plan.interval_seconds * 1000) as i64;

@@ -121,6 +121,8 @@ fn demo_config(work_dir: &Path, program: &Path, live_port: u16, api: SocketAddr)
             procedure: Vec::new(),
             postgres: None,
             mirror: None,
+            shadow: Default::default(),
+            twin: None,
         }],
         profile: vec![
             profile("normal", ProfileKind::Normal, 1.0, 0, 0),

@@ -108,6 +108,12 @@ pub(super) fn check(config: &EngineConfig, index: usize, asset: &AssetConfig) ->
             message: "mirroring copies HTTP or framed TCP requests to a process shadow; a postgres asset's shadow gets its baseline from `postgres.workload`: remove `[asset.mirror]`".to_owned(),
         }];
     }
+    if asset.shadow == super::ShadowKind::Model {
+        return vec![Problem {
+            path,
+            message: "a model twin has no shadow process to copy requests to: remove `[asset.mirror]`, or `shadow = \"model\"`".to_owned(),
+        }];
+    }
     let mut problems = Vec::new();
     let mut check = |ok: bool, field: &str, message: String| {
         if !ok {

@@ -9,6 +9,7 @@
 mod mirror;
 mod postgres;
 mod schema;
+mod shadow;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use schema::{
     ApiConfig, AssetConfig, AssetKind, EngineSettings, LoadConfig, MetricsSource, ModelSection,
     ProcedureConfig, ProfileConfig, ProfileKind, ServiceConfig, SloConfig, StoreSection,
 };
+pub use shadow::{ShadowKind, TwinSettings};
 pub use validate::{ConfigError, NAME_RULE, Problem, is_name};
 
 /// A parsed and validated engine configuration.

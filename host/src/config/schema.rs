@@ -233,6 +233,12 @@ pub struct AssetConfig {
     /// synthetic baseline load.
     #[serde(default)]
     pub mirror: Option<super::mirror::MirrorSection>,
+    /// What plays the shadow's role: `process` (default) or `model`.
+    #[serde(default)]
+    pub shadow: super::ShadowKind,
+    /// Forecaster settings; only with `shadow = "model"`.
+    #[serde(default)]
+    pub twin: Option<super::TwinSettings>,
 }
 
 impl AssetConfig {

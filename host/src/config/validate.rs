@@ -385,6 +385,7 @@ impl EngineConfig {
             format!("port {} is the API's port (api.listen)", asset.live_port()),
         );
         problems.0.extend(super::mirror::check(self, index, asset));
+        check_shadow(&path, asset, problems);
         for (p, procedure) in asset.procedure.iter().enumerate() {
             let at = format!("{path}.procedure[{p}]");
             problems.check(
@@ -532,5 +533,27 @@ impl EngineConfig {
                 problems.add(format!("{path}.network"), error.to_string());
             }
         }
+    }
+}
+
+/// Checks the model twin settings of an asset against its shadow kind.
+fn check_shadow(path: &str, asset: &AssetConfig, problems: &mut Problems) {
+    if asset.shadow == super::ShadowKind::Model && asset.kind != AssetKind::Process {
+        problems.add(
+            format!("{path}.shadow"),
+            "a model twin forecasts a process asset's metrics; a postgres asset's shadow is a `pg_basebackup` clone: remove `shadow = \"model\"`",
+        );
+    }
+    match (&asset.shadow, &asset.twin) {
+        (super::ShadowKind::Process, Some(_)) => problems.add(
+            format!("{path}.twin"),
+            "is only used with shadow = \"model\": remove it, or set shadow = \"model\" to replace the shadow process with a forecast",
+        ),
+        (super::ShadowKind::Model, Some(twin)) => {
+            for (field, message) in twin.problems() {
+                problems.add(format!("{path}.twin.{field}"), message);
+            }
+        }
+        _ => {}
     }
 }

@@ -4,13 +4,14 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::config::{AssetConfig, ProfileConfig};
+use crate::config::{AssetConfig, ProfileConfig, ShadowKind};
 use crate::policy::types::{AssetKind, AssetStatus, DriftAssessment, ShadowPhase, VersionStatus};
 
 use super::analysis::Analysis;
 use super::metrics::Scraper;
 use super::process::Instance;
 use super::trial::{LoadRun, SloJudge, TickLoad};
+use super::twin::TwinShadow;
 use super::versions::Status;
 
 /// A stress profile running against a shadow or control shadow.
@@ -128,6 +129,8 @@ pub struct AssetState {
     pub next_live_start: Instant,
     /// The mirror in front of live, and the shadows' proxy counters.
     pub traffic: super::mirror::Traffic,
+    /// The model twins that replace the shadow process when `shadow = "model"`.
+    pub twin: Option<TwinShadow>,
 }
 
 impl AssetState {
@@ -140,6 +143,8 @@ impl AssetState {
     ) -> AssetState {
         let version = config.version.clone();
         let now = Instant::now();
+        let twin = (config.shadow == ShadowKind::Model)
+            .then(|| TwinShadow::new(config.twin.clone().unwrap_or_default()));
         AssetState {
             config,
             criticality,
@@ -180,6 +185,7 @@ impl AssetState {
             next_start: now,
             next_live_start: now,
             traffic: Default::default(),
+            twin,
         }
     }
 
@@ -224,9 +230,13 @@ impl AssetState {
             asset: self.config.name.clone(),
             service: self.config.service.clone(),
             criticality: self.criticality,
-            kind: match self.config.kind {
-                crate::config::AssetKind::Process => AssetKind::Process,
-                crate::config::AssetKind::Postgres => AssetKind::Postgres,
+            kind: if self.twin.is_some() {
+                AssetKind::Model
+            } else {
+                match self.config.kind {
+                    crate::config::AssetKind::Process => AssetKind::Process,
+                    crate::config::AssetKind::Postgres => AssetKind::Postgres,
+                }
             },
             version: self.version.clone(),
             version_status: match self.status {

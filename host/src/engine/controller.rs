@@ -204,15 +204,27 @@ impl Controller {
                 asset.live_rates.pop_front();
             }
         }
-        let shadow_values = match &asset.shadow {
-            Some(shadow) => {
+        let shadow_values = match (&mut asset.twin, &asset.shadow) {
+            (Some(twin), _) => {
+                let forecasts = twin.forecast(&live_values);
+                push_samples(
+                    samples,
+                    asset.name(),
+                    super::twin::TWIN_SIDE,
+                    &asset.version,
+                    &forecasts,
+                    ts_ms,
+                );
+                forecasts
+            }
+            (None, Some(shadow)) => {
                 let (pid, port) = (shadow.pid(), shadow.port());
                 asset
                     .shadow_scraper
                     .tick(&self.client, pid, port, source.as_ref(), timeout)
                     .await
             }
-            None => TickValues::new(),
+            (None, None) => TickValues::new(),
         };
         let shadow_version = asset
             .shadow
@@ -343,6 +355,10 @@ impl Controller {
             });
         }
         asset.drift = Some(outcome.value);
+        if asset.twin.is_some() {
+            // A model twin takes no load, so there is no profile to choose.
+            return;
+        }
 
         let status = asset.policy_status();
         let outcome = self.policies.next_plan(&status, &self.profiles);

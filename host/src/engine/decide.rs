@@ -245,12 +245,14 @@ impl Controller {
     }
 
     /// Promotes candidates whose shadow passed a peak run once the service
-    /// held its confidence for `known_good_hold_ms`.
+    /// held its confidence for `known_good_hold_ms`. An asset with a model
+    /// twin cannot run a peak profile, so once live has been compared with
+    /// the forecast, holding confidence is enough.
     fn promote(&mut self, assets: &mut [AssetState], service: &str, below: bool) {
         let hold = Duration::from_millis(self.config.engine.known_good_hold_ms);
         for asset in assets.iter_mut().filter(|a| a.config.service == service) {
             if asset.status != Status::Candidate
-                || !asset.peak_passed
+                || !(asset.peak_passed || (asset.twin.is_some() && asset.drift.is_some()))
                 || asset.shadow_failure.is_some()
             {
                 asset.healthy_since = None;
@@ -262,8 +264,13 @@ impl Controller {
             }
             let since = *asset.healthy_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= hold {
+                let evidence = if asset.twin.is_some() {
+                    "live agreed with its model twin"
+                } else {
+                    "shadow passed peak load"
+                };
                 let reason = format!(
-                    "shadow passed peak load and the service held confidence above {:.2} for {:.0} s",
+                    "{evidence} and the service held confidence above {:.2} for {:.0} s",
                     self.config.confidence.threshold,
                     hold.as_secs_f64()
                 );
@@ -370,6 +377,16 @@ impl Controller {
                     return;
                 };
                 if asset.control.is_some() || asset.failure_handled {
+                    return;
+                }
+                if asset.twin.is_some() {
+                    if changed {
+                        self.recorder.record(EngineEvent::ActionRefused {
+                            asset: request.asset.clone(),
+                            action: format!("rollback to {}", request.to_version),
+                            reason: super::twin::ROLLBACK_REFUSED.to_owned(),
+                        });
+                    }
                     return;
                 }
                 if let Err(error) = self.check_rollback(asset, &request.to_version) {

@@ -162,6 +162,15 @@ impl Controller {
                 self.fail_shadow(asset, reason, profile);
             }
         }
+        if asset.twin.is_some() {
+            // The twin needs no process: its analysis runs while live does.
+            if asset.live.is_some()
+                && matches!(asset.phase, ShadowPhase::Stopped | ShadowPhase::Starting)
+            {
+                asset.phase = ShadowPhase::Calibrating;
+            }
+            return;
+        }
         if asset.shadow.is_none()
             && asset.live.is_some()
             && asset.phase != ShadowPhase::Failed
@@ -344,9 +353,13 @@ impl Controller {
             self.versions
                 .record(&request.asset, &request.version, request.config.as_bytes())?;
         let mut assets = std::mem::take(&mut self.assets);
-        let result = self
-            .preflight_and_apply(&mut assets[index], &request, &current)
-            .await;
+        let result = if assets[index].twin.is_some() {
+            self.apply_with_twin(&mut assets[index], &request, &current)
+                .await
+        } else {
+            self.preflight_and_apply(&mut assets[index], &request, &current)
+                .await
+        };
         self.assets = assets;
         result?;
         Ok(DeployOutcome {

@@ -27,6 +27,7 @@ mod status;
 mod telemetry;
 mod traffic;
 pub mod trial;
+mod twin;
 mod versions;
 
 use std::path::PathBuf;

@@ -60,6 +60,14 @@ fn asset_report(asset: &AssetState) -> AssetReport {
         name: asset.name().to_owned(),
         service: asset.config.service.clone(),
         kind: "process".to_owned(),
+        shadow_kind: if asset.twin.is_some() {
+            "model"
+        } else if asset.pg.is_some() {
+            "postgres"
+        } else {
+            "process"
+        }
+        .to_owned(),
         version: asset.version.clone(),
         version_status: asset.status.as_str().to_owned(),
         known_good_version: asset.known_good.clone(),

@@ -71,6 +71,8 @@ pub struct AssetReport {
     pub service: String,
     /// Kind.
     pub kind: String,
+    /// What plays the shadow's role: `process` or `model` (a forecast of each live metric).
+    pub shadow_kind: String,
     /// Live version.
     pub version: String,
     /// Status of the live version.

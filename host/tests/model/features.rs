@@ -1,7 +1,8 @@
 //! Feature extraction against a recorded fixture: the slope features that `TrendWindow`
-//! computes must match the ones in `models/data/test.csv`, which `models/train/simulate.py`
-//! computed in Python for the training data. A mismatch would mean the model receives other
-//! numbers in production than it was trained on.
+//! computes must match the ones in `models/data/simulated/test.csv`, which
+//! `models/train/simulate.py` computed in Python. A mismatch would mean that the Python
+//! definition of the features, which the simulator and any offline analysis use, differs from
+//! the host's.
 
 use umbra_host::model::{AssetFeatures, DEFAULT_TREND_TICKS, FEATURE_NAMES, TrendWindow};
 
@@ -14,7 +15,7 @@ fn close(recomputed: f64, recorded: f64) -> bool {
 
 #[test]
 fn trend_slopes_match_recorded_episodes() -> TestResult {
-    let text = String::from_utf8(model_file("data/test.csv")?)?;
+    let text = String::from_utf8(model_file("data/simulated/test.csv")?)?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().ok_or("empty fixture")?.split(',').collect();
     let column = |name: &str| {

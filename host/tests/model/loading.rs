@@ -17,7 +17,7 @@ fn missing_feature_is_rejected() -> TestResult {
     );
     assert_eq!(
         error.to_string(),
-        "model `umbra-default@1` reads features the host cannot produce: `gc_pause_seconds`; the host produces feature set version 1"
+        "model `umbra-default@2` reads features the host cannot produce: `gc_pause_seconds`; the host produces feature set version 1"
     );
     Ok(())
 }
@@ -28,6 +28,7 @@ fn unsupported_operator_is_rejected() -> TestResult {
     // tract-onnx 0.23 has LinearClassifier but no ONNX-ML Scaler.
     let mut metadata = default_metadata()?;
     metadata.name = "scaled-logistic".to_owned();
+    metadata.version = "1".to_owned();
     let error = TractModel::load(&model_file("fixtures/unsupported-scaler.onnx")?, &metadata)
         .err()
         .ok_or("model with a Scaler operator loaded")?;
@@ -47,7 +48,7 @@ fn feature_count_mismatch_is_rejected() -> TestResult {
         .ok_or("model loaded with 16 declared features for a 17-wide input")?;
     assert_eq!(
         error.to_string(),
-        "model `umbra-default@1` has an unexpected shape: input `float_input` has shape [?, 17] but must be [N, 16] for the 16 declared features"
+        "model `umbra-default@2` has an unexpected shape: input `float_input` has shape [?, 17] but must be [N, 16] for the 16 declared features"
     );
     Ok(())
 }
@@ -61,7 +62,7 @@ fn missing_output_is_rejected() -> TestResult {
         .ok_or("model loaded with a wrong output name")?;
     assert_eq!(
         error.to_string(),
-        "model `umbra-default@1` has an unexpected shape: output `probability` is missing: the graph has [\"label\", \"probabilities\"]"
+        "model `umbra-default@2` has an unexpected shape: output `probability` is missing: the graph has [\"label\", \"probabilities\"]"
     );
     Ok(())
 }

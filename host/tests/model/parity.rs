@@ -1,8 +1,9 @@
 //! tract against onnxruntime on the default model.
 //!
-//! `models/fixtures/default-parity.json` contains 51 input rows (24 positive and 24 negative
-//! rows spread over `models/data/test.csv`, plus all-zero and ±1000 rows) and onnxruntime's probabilities for
-//! them, written by `models/train/train.py`.
+//! `models/fixtures/default-parity.json` contains 51 input rows (12 positive and 24 negative
+//! rows spread over the held-out split of `models/data/demo-runs.csv.gz`, the 12 rows of that
+//! split the model scores highest, and all-zero and ±1000 rows) and onnxruntime's
+//! probabilities for them, written by `models/train/train.py`.
 
 use serde::Deserialize;
 use umbra_host::model::{FEATURE_COUNT, FEATURE_NAMES, TractModel};

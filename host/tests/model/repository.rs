@@ -12,21 +12,23 @@ fn small_model() -> Result<(Vec<u8>, ModelMetadata), Box<dyn std::error::Error>>
     Ok((model_file("fixtures/small.onnx")?, metadata))
 }
 
+/// A shadow shedding load 25 s into an ×8 ramp, shaped like the ticks before a failure
+/// in the recorded training runs.
 fn stressed_asset() -> AssetFeatures {
     AssetFeatures {
-        latency_p99_slo_ratio: 2.0,
-        error_rate_slo_ratio: 1.5,
-        utilisation: 0.95,
-        profile_intensity: 6.0,
-        stress_seconds: 120.0,
+        latency_p99_slo_ratio: 1.5,
+        error_rate_slo_ratio: 12.0,
+        throughput_plan_ratio: 0.9,
+        profile_intensity: 8.0,
+        stress_seconds: 25.0,
         ..AssetFeatures::default()
     }
 }
 
+/// A fast shadow at baseline load.
 fn healthy_asset() -> AssetFeatures {
     AssetFeatures {
-        latency_p99_slo_ratio: 0.3,
-        utilisation: 0.2,
+        latency_p99_slo_ratio: 0.02,
         throughput_plan_ratio: 1.0,
         profile_intensity: 1.0,
         ..AssetFeatures::default()
@@ -44,11 +46,11 @@ fn repository_starts_with_built_in_default() -> TestResult {
     let models = repository.list()?;
     assert_eq!(models.len(), 1);
     assert!(models[0].built_in);
-    assert_eq!(models[0].metadata.reference(), "umbra-default@1");
+    assert_eq!(models[0].metadata.reference(), "umbra-default@2");
     assert_eq!(
         repository.active()?,
         ActiveChoice::Model {
-            reference: "umbra-default@1".to_owned()
+            reference: "umbra-default@2".to_owned()
         }
     );
     Ok(())
@@ -69,7 +71,7 @@ fn import_activate_and_roll_back() -> TestResult {
     assert_eq!(
         previous,
         ActiveChoice::Model {
-            reference: "umbra-default@1".to_owned()
+            reference: "umbra-default@2".to_owned()
         }
     );
     assert_eq!(
@@ -80,11 +82,11 @@ fn import_activate_and_roll_back() -> TestResult {
     );
 
     // Rolling back is activating the previous choice.
-    repository.activate("umbra-default@1")?;
+    repository.activate("umbra-default@2")?;
     assert_eq!(
         repository.active()?,
         ActiveChoice::Model {
-            reference: "umbra-default@1".to_owned()
+            reference: "umbra-default@2".to_owned()
         }
     );
     repository.activate(RULE_BASED)?;
@@ -126,6 +128,7 @@ fn reimport_other_bytes_is_rejected() -> TestResult {
     // The default model's bytes under the name `small@1`: same reference, other file.
     let mut other = default_metadata()?;
     other.name = metadata.name.clone();
+    other.version = metadata.version.clone();
     let error = repository
         .import(&model_file("default.onnx")?, other)
         .err()
@@ -189,7 +192,7 @@ fn activate_unknown_model_keeps_choice() -> TestResult {
     assert_eq!(
         repository.active()?,
         ActiveChoice::Model {
-            reference: "umbra-default@1".to_owned()
+            reference: "umbra-default@2".to_owned()
         }
     );
     Ok(())
@@ -205,7 +208,7 @@ fn predictor_follows_activation() -> TestResult {
     let batch = [healthy_asset(), stressed_asset()];
 
     let first = predictor.predict(&batch);
-    assert_eq!(source_name(&first[0].source), "umbra-default@1");
+    assert_eq!(source_name(&first[0].source), "umbra-default@2");
     assert!(first[1].probability > first[0].probability);
 
     repository.activate("small@1")?;
@@ -236,7 +239,7 @@ fn predictor_keeps_model_when_new_one_fails() -> TestResult {
         .put_bytes("model/small@1/onnx", b"damaged")?;
     let after = predictor.predict(&[stressed_asset()]);
 
-    assert_eq!(source_name(&after[0].source), "umbra-default@1");
+    assert_eq!(source_name(&after[0].source), "umbra-default@2");
     assert_eq!(after[0].probability, before[0].probability);
     assert_eq!(
         predictor.rejected(),

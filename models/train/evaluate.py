@@ -1,4 +1,4 @@
-"""Score failure probabilities on simulated shadow runs, and the host's rule-based estimate.
+"""Score failure probabilities on recorded shadow runs, and the host's rule-based estimate.
 
 `evaluate` reports, at the alarm threshold 0.5:
 - tick level: precision, recall and F1 against the label (failure within the horizon),
@@ -11,7 +11,7 @@
 import numpy as np
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from simulate import HORIZON_SECONDS
+from features import HORIZON_SECONDS
 
 THRESHOLD = 0.5
 
