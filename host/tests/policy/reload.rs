@@ -7,7 +7,7 @@ use std::sync::Arc;
 use umbra_host::policy::types::AssetKind;
 use umbra_host::policy::{
     DEFAULT_POLICY_WASM, Decision, MemoryEvents, PolicyConfig, PolicyEvent, PolicyRuntime,
-    PolicySource,
+    PolicySource, SandboxLimits,
 };
 
 use crate::common::{asset, drift_only_component, hostile_component, sixteen_comparisons};
@@ -27,6 +27,12 @@ fn runtime_on(path: &Path) -> (PolicyRuntime, Arc<MemoryEvents>) {
         sequencer: source.clone(),
         remediation: source,
         thresholds: None,
+        // These tests are about reloading, not deadlines: the default 5 ms, which
+        // covers the first call's instantiation, can pass on a loaded machine.
+        sandbox: SandboxLimits {
+            deadline_ms: 1_000,
+            ..SandboxLimits::default()
+        },
         ..PolicyConfig::default()
     };
     let events = Arc::new(MemoryEvents::default());
