@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Returns the repository root.
 pub fn repo_root() -> PathBuf {
@@ -118,4 +121,36 @@ pub fn demo_service_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Returns the engine's status report, or none while its API does not answer.
+pub fn status(api_port: u16) -> Option<Value> {
+    std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
+    let (line, body) = http(api_port, "GET", "/v1/status", "");
+    line.contains("200")
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
+
+/// Polls the status until `done` holds, failing after `limit`.
+pub fn wait_until(
+    api_port: u16,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Some(report) = status(api_port)
+            && done(&report)
+        {
+            return report;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "timed out waiting for {what}; last status: {:?}",
+            status(api_port)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    ChildGuard, demo_service_binary, free_port, http, processes_mentioning, repo_root, umbra,
-    umbra_binary,
+    ChildGuard, demo_service_binary, free_port, http, processes_mentioning, repo_root, status,
+    umbra, umbra_binary, wait_until,
 };
 
 const V1: &str = include_str!("../../examples/demo-service/configs/v1.toml");
@@ -77,32 +77,6 @@ fn start_daemon(config: &Path) -> ChildGuard {
         .spawn()
         .expect("umbra run starts");
     ChildGuard(child)
-}
-
-fn status(api_port: u16) -> Option<Value> {
-    std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-    let (line, body) = http(api_port, "GET", "/v1/status", "");
-    line.contains("200")
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
-
-/// Polls the status until `done` holds, failing after `limit`.
-fn wait_until(api_port: u16, limit: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        if let Some(report) = status(api_port)
-            && done(&report)
-        {
-            return report;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "timed out waiting for {what}; last status: {:?}",
-            status(api_port)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn events(api_port: u16) -> Vec<Value> {

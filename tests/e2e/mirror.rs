@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    ChildGuard, demo_service_binary, free_port, http, processes_mentioning, umbra_binary,
+    ChildGuard, demo_service_binary, free_port, http, processes_mentioning, status, umbra_binary,
+    wait_until,
 };
 
 const V1: &str = include_str!("../../examples/demo-service/configs/v1.toml");
@@ -75,32 +76,6 @@ hold_ms = 1500
     path
 }
 
-fn status(api_port: u16) -> Option<Value> {
-    std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-    let (line, body) = http(api_port, "GET", "/v1/status", "");
-    line.contains("200")
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
-
-fn wait_until(api_port: u16, limit: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        if let Some(report) = status(api_port)
-            && done(&report)
-        {
-            return report;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "timed out waiting for {what}; last status: {:?}",
-            status(api_port)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The shadow of `version` has passed its peak run and takes mirrored traffic.
 fn mirrored_baseline(report: &Value, version: &str) -> bool {
     let asset = &report["assets"][0];
     asset["version"] == version
