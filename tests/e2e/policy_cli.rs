@@ -4,6 +4,10 @@ use std::io::Write as _;
 
 use crate::common::umbra;
 
+/// Deadline of the decisions that must come from the policy itself: on a loaded machine the
+/// default 5 ms can pass before a fresh process's first call ends.
+const PATIENT_DEADLINE_MS: &str = "1000";
+
 #[test]
 fn check_prints_digest_and_decisions() {
     let output = umbra(&["policy", "check", "policies/default.wasm"]);
@@ -53,6 +57,8 @@ fn eval_prints_decision_json() {
     let output = umbra(&[
         "policy",
         "eval",
+        "--deadline-ms",
+        PATIENT_DEADLINE_MS,
         "policies/default.wasm",
         "--input",
         "policies/default/fixtures/remediation-rollback.json",
@@ -86,6 +92,8 @@ fn eval_fails_on_unmet_expectation() {
     let output = umbra(&[
         "policy",
         "eval",
+        "--deadline-ms",
+        PATIENT_DEADLINE_MS,
         "policies/default.wasm",
         "--input",
         file.path().to_str().expect("utf-8"),
@@ -157,6 +165,8 @@ fn eval_reports_failing_thresholds_script() {
     let output = umbra(&[
         "policy",
         "eval",
+        "--deadline-ms",
+        PATIENT_DEADLINE_MS,
         "policies/default.wasm",
         "--input",
         "policies/default/fixtures/remediation-rollback.json",
