@@ -202,6 +202,23 @@ fn downsampling_keeps_min_max_avg() -> TestResult {
 }
 
 #[test]
+fn second_open_names_the_busy_directory() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let _first = Store::open(dir.path(), StoreConfig::default())?;
+
+    let err = Store::open(dir.path(), StoreConfig::default()).err();
+
+    assert!(matches!(err, Some(StoreError::InUse { .. })), "{err:?}");
+    let message = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("in use by another process"), "{message}");
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[test]
 fn incompatible_format_is_rejected() -> TestResult {
     let dir = tempfile::tempdir()?;
     {

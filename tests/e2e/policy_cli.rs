@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 
-use crate::common::umbra;
+use crate::common::{repo_root, umbra, umbra_binary};
 
 /// Deadline of the decisions that must come from the policy itself: on a loaded machine the
 /// default 5 ms can pass before a fresh process's first call ends.
@@ -187,4 +187,24 @@ fn eval_reports_failing_thresholds_script() {
         .as_str()
         .expect("an event message");
     assert!(message.contains("broken thresholds"), "{message}");
+}
+
+#[test]
+fn unwritable_stdout_is_an_error() {
+    let full = std::fs::File::create("/dev/full").expect("/dev/full opens");
+
+    let output = std::process::Command::new(umbra_binary())
+        .current_dir(repo_root())
+        .args(["policy", "check", "policies/default.wasm"])
+        .stdout(full)
+        .output()
+        .expect("umbra runs");
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("failed to write to standard output"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

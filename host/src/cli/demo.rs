@@ -152,7 +152,13 @@ async fn wait_for(
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
             Ok(Ok(stamped)) => {
                 if let Some(line) = timeline::line(&stamped.event) {
-                    println!("{:>6.1}s  {line}", started.elapsed().as_secs_f64());
+                    // Progress only: a closed pipe loses lines, not the demo.
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stdout().lock(),
+                        "{:>6.1}s  {line}",
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 if goal(&stamped.event) {
                     return true;
@@ -190,7 +196,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let started = Instant::now();
-        println!("umbra demo: live service `{ASSET}` on 127.0.0.1:{live_port}, work directory {}", work_dir.display());
+        outln!("umbra demo: live service `{ASSET}` on 127.0.0.1:{live_port}, work directory {}", work_dir.display());
         let api_config = config.api.clone();
         let engine = Engine::start(config).await.context("failed to start the engine")?;
         let handle = engine.handle();
@@ -202,7 +208,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 return Err(error).context("failed to start the API");
             }
         };
-        println!("API on http://{}  (try: umbra status --api http://{})\n", api.local_addr(), api.local_addr());
+        outln!("API on http://{}  (try: umbra status --api http://{})\n", api.local_addr(), api.local_addr());
 
         // Ctrl-C or SIGTERM ends the demo early but still stops everything
         // it started.
@@ -263,25 +269,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         engine.shutdown().await;
         while let Ok(stamped) = events.try_recv() {
             if let Some(line) = timeline::line(&stamped.event) {
-                println!("{:>6.1}s  {line}", started.elapsed().as_secs_f64());
+                outln!("{:>6.1}s  {line}", started.elapsed().as_secs_f64());
             }
         }
 
         let elapsed = started.elapsed().as_secs_f64();
         let (user_requests, user_ok) = users.map_or((0, 0), |r| (r.requests, r.ok));
         let live_counted = asset.as_ref().map_or(0.0, |a| a.live_requests_seen);
-        println!("\nsummary");
-        println!("  steps reached       {}", reached.join(" -> "));
+        outln!("\nsummary");
+        outln!("  steps reached       {}", reached.join(" -> "));
         if let Some(step) = missed {
-            println!("  MISSED              {step}");
+            outln!("  MISSED              {step}");
         }
         if let Some(asset) = &asset {
-            println!("  live version        {} ({})", asset.version, asset.version_status);
-            println!("  confidence          {:.2}", asset.confidence);
+            outln!("  live version        {} ({})", asset.version, asset.version_status);
+            outln!("  confidence          {:.2}", asset.confidence);
         }
-        println!("  simulated users     {user_requests} requests, {user_ok} answered with success");
-        println!("  live counted        {live_counted:.0} requests (synthetic load went to shadows only)");
-        println!("  duration            {elapsed:.0} s; every process Umbra started is stopped");
+        outln!("  simulated users     {user_requests} requests, {user_ok} answered with success");
+        outln!("  live counted        {live_counted:.0} requests (synthetic load went to shadows only)");
+        outln!("  duration            {elapsed:.0} s; every process Umbra started is stopped");
         if let Some(path) = &args.summary {
             let summary = json!({
                 "reached": reached,

@@ -43,7 +43,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let server = ingest::serve(file.ingest.clone(), store).await.context("failed to start ingestion")?;
         tracing::info!(listen = %server.local_addr(), data_dir = %file.data_dir.display(), "ingestion server started");
-        println!("listening on {}", server.local_addr());
+        outln!("listening on {}", server.local_addr());
         wait_for_shutdown().await;
         tracing::info!("shutting down");
         server.shutdown();

@@ -1,5 +1,24 @@
 //! Command-line interface: argument parsing and subcommand dispatch.
 
+/// `println!` that returns an error from the enclosing function when standard output cannot
+/// be written (a closed pipe, a full disk) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|error| anyhow::anyhow!("failed to write to standard output: {error}"))?
+    }};
+}
+
+/// `print!` with the error handling of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|error| anyhow::anyhow!("failed to write to standard output: {error}"))?
+    }};
+}
+
 mod demo;
 mod ingest;
 mod model;

@@ -99,7 +99,7 @@ fn import(
     let stored = repository
         .import(&bytes, metadata)
         .with_context(|| format!("model `{}` was not imported", file.display()))?;
-    println!(
+    outln!(
         "imported {} sha256:{}",
         stored.metadata.reference(),
         stored.sha256
@@ -114,11 +114,11 @@ fn list(repository: &ModelRepository) -> anyhow::Result<ExitCode> {
     } else {
         " "
     };
-    println!("  {:<28} {:>9} {:<12} sha256", "model", "horizon", "origin");
+    outln!("  {:<28} {:>9} {:<12} sha256", "model", "horizon", "origin");
     for stored in repository.list()? {
         let reference = stored.metadata.reference();
         let is_active = matches!(&active, ActiveChoice::Model { reference: r } if *r == reference);
-        println!(
+        outln!(
             "{} {:<28} {:>8}s {:<12} {}",
             if is_active { "*" } else { " " },
             reference,
@@ -131,9 +131,11 @@ fn list(repository: &ModelRepository) -> anyhow::Result<ExitCode> {
             stored.sha256
         );
     }
-    println!(
+    outln!(
         "{rule_mark} {:<28} {:>9} {:<12} -",
-        "rule-based", "-", "built-in"
+        "rule-based",
+        "-",
+        "built-in"
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -146,7 +148,7 @@ fn activate(repository: &ModelRepository, reference: &str) -> anyhow::Result<Exi
         ActiveChoice::Model { reference } => reference,
         ActiveChoice::RuleBased => "rule-based".to_owned(),
     };
-    println!(
+    outln!(
         "active: {reference} (previous: {previous}; run `umbra model activate {previous}` to roll back)"
     );
     Ok(ExitCode::SUCCESS)
@@ -156,7 +158,7 @@ fn show(repository: &ModelRepository, reference: &str) -> anyhow::Result<ExitCod
     let stored: StoredModel = repository
         .get(reference)?
         .ok_or_else(|| umbra_host::model::ModelError::NotFound(reference.to_owned()))?;
-    println!("{}", serde_json::to_string_pretty(&stored)?);
+    outln!("{}", serde_json::to_string_pretty(&stored)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -62,14 +62,14 @@ fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("policy:    {}", file.display());
-    println!("digest:    {}", loaded.digest());
+    outln!("policy:    {}", file.display());
+    outln!("digest:    {}", loaded.digest());
     let decisions: Vec<&str> = Decision::ALL
         .into_iter()
         .filter(|decision| loaded.implements(*decision))
         .map(Decision::as_str)
         .collect();
-    println!("decisions: {}", decisions.join(", "));
+    outln!("decisions: {}", decisions.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -112,7 +112,7 @@ fn eval(
     let recorded = events.snapshot();
     let mut output = serde_json::to_value(&result)?;
     output["events"] = serde_json::to_value(&recorded)?;
-    println!("{}", serde_json::to_string_pretty(&output)?);
+    outln!("{}", serde_json::to_string_pretty(&output)?);
     if result.policy_error.is_some() || !result.mismatches.is_empty() || !recorded.is_empty() {
         return Ok(ExitCode::FAILURE);
     }

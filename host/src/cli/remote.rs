@@ -111,7 +111,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             return fail(status, &value);
         }
         let outcome: DeployOutcome = serde_json::from_value(value)?;
-        println!(
+        outln!(
             "deployed {} {} (was {}); status {}; its shadow starts now",
             outcome.asset,
             outcome.version,
@@ -130,7 +130,7 @@ pub fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
             return fail(status, &value);
         }
         let outcome: DeployOutcome = serde_json::from_value(value)?;
-        println!(
+        outln!(
             "rolled {} back from {} to {}",
             outcome.asset,
             outcome.previous.as_deref().unwrap_or("-"),
@@ -147,11 +147,11 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             return fail(status, &value);
         }
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            outln!("{}", serde_json::to_string_pretty(&value)?);
             return Ok(ExitCode::SUCCESS);
         }
         let report: StatusReport = serde_json::from_value(value)?;
-        print!("{}", render(&report));
+        out!("{}", render(&report));
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -31,7 +31,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(error) => return Err(error.into()),
     };
     if args.check {
-        println!(
+        outln!(
             "{}: valid ({} services, {} assets, {} profiles)",
             args.config.display(),
             config.service.len(),
@@ -54,7 +54,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("failed to start the engine")?;
         let api = bound.serve(engine.handle());
-        println!("umbra engine running; API on http://{}", api.local_addr());
+        outln!("umbra engine running; API on http://{}", api.local_addr());
         let failure = tokio::select! {
             () = super::ingest::wait_for_shutdown() => None,
             reason = engine.failure() => Some(reason),

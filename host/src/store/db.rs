@@ -98,7 +98,18 @@ impl Store {
             .cache_capacity(config.cache_capacity_bytes)
             .flush_every_ms(Some(config.flush_every_ms.max(1)))
             .mode(sled::Mode::LowSpace)
-            .open()?;
+            .open()
+            .map_err(|error| match error {
+                // sled takes an exclusive lock on its database file; a held lock comes back
+                // as an I/O error of kind `Other` whose text names the lock and WouldBlock.
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::InUse { path: path.clone() }
+                }
+                other => StoreError::Sled(other),
+            })?;
         check_format(&db, &path)?;
 
         let registry = SeriesRegistry::open(&db)?;

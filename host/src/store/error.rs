@@ -9,6 +9,15 @@ pub enum StoreError {
     #[error("storage engine failed")]
     Sled(#[from] sled::Error),
 
+    /// Another process holds the store's directory open.
+    #[error(
+        "store at `{path}` is in use by another process (another `umbra run` or `umbra demo` with the same store or work_dir): stop that process, or give this one another directory"
+    )]
+    InUse {
+        /// Directory of the store.
+        path: PathBuf,
+    },
+
     /// A file operation of the store itself (outside sled) failed.
     #[error("{action} failed")]
     Io {
