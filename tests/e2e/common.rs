@@ -39,11 +39,24 @@ pub fn umbra(args: &[&str]) -> Output {
         .expect("umbra runs")
 }
 
-/// Kills a child process when a test ends, passed or not.
+/// Stops a child process when a test ends, passed or not: SIGTERM first, so an `umbra`
+/// daemon stops the live instances it started, then SIGKILL after 10 seconds.
 pub struct ChildGuard(pub std::process::Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.0.id().to_string())
+                .status();
+            let started = Instant::now();
+            while matches!(self.0.try_wait(), Ok(None))
+                && started.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
