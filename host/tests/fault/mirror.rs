@@ -42,7 +42,7 @@ fn shadow_sees_live_request_sequence() -> TestResult {
 
     let mut direct = KeepAlive::connect(live.addr);
     let (_, expected) = direct.send("GET", "/small.txt", "");
-    let live_before = live.requests().len();
+    let live_before = live.requests_when(1).len();
 
     let mut client = KeepAlive::connect(proxy.listen_addr());
     for i in 0..40 {
@@ -63,9 +63,9 @@ fn shadow_sees_live_request_sequence() -> TestResult {
     let stats = wait_for(&proxy, |s| s.shadow_responses_total == 40);
     assert_eq!(stats.shadow_responses_total, 40);
     assert_eq!(stats.copies_dropped_total, 0);
-    let live_seen = live.requests()[live_before..].to_vec();
+    let live_seen = live.requests_when(live_before + 40)[live_before..].to_vec();
     assert_eq!(live_seen.len(), 40);
-    assert_eq!(shadow.requests(), live_seen);
+    assert_eq!(shadow.requests_when(40), live_seen);
     Ok(())
 }
 
@@ -86,7 +86,7 @@ fn post_is_copied_only_when_enabled() -> TestResult {
     client.send("GET", "/small.txt", "");
     let stats = wait_for(&proxy, |s| s.shadow_responses_total == 1);
     assert_eq!(stats.copies_skipped_total, 1);
-    assert_eq!(shadow.requests(), ["GET /small.txt"]);
+    assert_eq!(shadow.requests_when(1), ["GET /small.txt"]);
 
     let config = MirrorConfig {
         mirror_non_idempotent: true,
@@ -96,7 +96,7 @@ fn post_is_copied_only_when_enabled() -> TestResult {
     let mut client = KeepAlive::connect(copying.listen_addr());
     client.send("POST", "/post", "order=2");
     wait_for(&copying, |s| s.shadow_responses_total == 1);
-    assert_eq!(shadow.requests(), ["GET /small.txt", "POST /post"]);
+    assert_eq!(shadow.requests_when(2), ["GET /small.txt", "POST /post"]);
     Ok(())
 }
 

@@ -92,6 +92,20 @@ impl Nginx {
             .collect()
     }
 
+    /// Lines of the access log once it holds at least `count`, or what it holds after 5 s.
+    /// nginx writes a line after it sends the response, so a client that has the response
+    /// can read the log before the line is there.
+    pub fn requests_when(&self, count: usize) -> Vec<String> {
+        let started = std::time::Instant::now();
+        loop {
+            let requests = self.requests();
+            if requests.len() >= count || started.elapsed() > std::time::Duration::from_secs(5) {
+                return requests;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
