@@ -62,7 +62,7 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A free loopback port.
+/// Returns a free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -125,7 +125,7 @@ pub fn processes_mentioning(text: &str) -> Vec<(u32, String)> {
     found
 }
 
-/// The demo service binary that cargo built next to `umbra`.
+/// Returns the demo service binary that cargo built next to `umbra`.
 pub fn demo_service_binary() -> PathBuf {
     let binary = umbra_binary().with_file_name("umbra-demo-service");
     assert!(
@@ -136,7 +136,7 @@ pub fn demo_service_binary() -> PathBuf {
     binary
 }
 
-/// Returns the engine's status report, or none while its API does not answer.
+/// Returns the engine's status report, or none while its API does not respond.
 pub fn status(api_port: u16) -> Option<Value> {
     std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
     let (line, body) = http(api_port, "GET", "/v1/status", "");

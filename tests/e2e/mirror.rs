@@ -303,9 +303,9 @@ fn mirror_feeds_shadow_baseline() {
         0
     );
 
-    // A stopped shadow: every live answer is intact, none waits for the shadow, and
-    // copies beyond the queue are dropped. Waiting for the shadow would hold a request
-    // for its 5 s timeout; the bound is half of that, so a busy machine does not fail
+    // A stopped shadow: every live response is intact, none waits for the shadow, and
+    // copies beyond the queue are dropped. Waiting for the shadow would delay a request
+    // by its 5 s timeout. The bound is half of that, so a busy machine does not fail
     // the test.
     let shadow_pid = report["assets"][0]["shadow"]["pid"]
         .as_u64()

@@ -8,10 +8,10 @@ use super::schema::{AssetConfig, EngineConfig};
 use super::validate::Problem;
 use crate::fault::{Framing, MAX_FRAME_LIMIT, MirrorConfig, TcpMirrorConfig};
 
-/// `[asset.mirror]`: the engine starts a mirroring proxy on `listen` in front of the
-/// live instance. The live asset's clients use that address; every request goes to
-/// live, and while the shadow is at baseline a copy goes to the shadow instead of
-/// synthetic load.
+/// `[asset.mirror]`: a mirroring proxy that the engine starts on `listen` in front of the
+/// live instance. The live asset's clients use that address, and every request goes to
+/// live. While the shadow is at baseline, a copy goes to the shadow instead of synthetic
+/// load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorSection {

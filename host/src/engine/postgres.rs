@@ -84,7 +84,7 @@ pub struct PgTwin {
     pub version: String,
     /// Its normal-profile transactions, with their tables prepared.
     pub workload: Arc<SqlWorkload>,
-    /// Connection for metrics, opened when the twin came up so it holds its slot even
+    /// Connection for metrics, opened when the twin came up, so it keeps its slot even
     /// when the load takes every other one.
     pub client: Option<Client>,
     /// Its collector.

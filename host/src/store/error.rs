@@ -9,7 +9,7 @@ pub enum StoreError {
     #[error("storage engine failed")]
     Sled(#[from] sled::Error),
 
-    /// Another process holds the store's directory open.
+    /// The store's directory is open in another process.
     #[error(
         "store at `{path}` is in use by another process (another `umbra run` or `umbra demo` with the same store or work_dir): stop that process, or give this one another directory"
     )]
