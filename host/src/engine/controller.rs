@@ -577,14 +577,17 @@ impl Controller {
             }
         }
         let profile = stress.profile.clone();
+        let finished = stress.run.is_finished()
+            || stress.run.elapsed() > stress.run.duration + self.tick_duration() * 2;
+        if finished && failure.is_none() {
+            failure = stress.judge.conclude(&asset.config.slo);
+        }
         if let Some(reason) = failure {
             let reason = format!("{reason} under profile `{}`", profile.name);
             self.fail_shadow(asset, reason, Some(profile.name));
             return;
         }
-        if stress.run.is_finished()
-            || stress.run.elapsed() > stress.run.duration + self.tick_duration() * 2
-        {
+        if finished {
             let (requests, error_rate, p99) = (
                 stress.requests,
                 stress.judge.worst_error_rate,

@@ -670,6 +670,9 @@ impl Controller {
         let finished = control.stress.run.is_finished()
             || control.stress.run.elapsed()
                 > control.stress.run.duration + self.tick_duration() * 2;
+        if finished && failure.is_none() {
+            failure = control.stress.judge.conclude(&asset.config.slo);
+        }
         let to_version = control.to_version.clone();
         let reason = control.reason.clone();
         let summary = format!(

@@ -199,10 +199,12 @@ impl TickLoad {
     }
 }
 
-/// Counts consecutive ticks in breach of the SLOs.
+/// Counts consecutive ticks in breach of the SLOs, and the whole run's errors.
 #[derive(Debug, Clone, Default)]
 pub struct SloJudge {
     breaches: u32,
+    requests: u64,
+    errors: u64,
     /// Worst error rate seen.
     pub worst_error_rate: f64,
     /// Worst p99 latency seen, in seconds.
@@ -216,6 +218,8 @@ impl SloJudge {
         if tick.requests == 0 {
             return None;
         }
+        self.requests += tick.requests;
+        self.errors += tick.errors;
         let error_rate = tick.error_rate();
         self.worst_error_rate = self.worst_error_rate.max(error_rate);
         self.worst_p99_seconds = self.worst_p99_seconds.max(tick.latency_p99_seconds);
@@ -246,6 +250,25 @@ impl SloJudge {
                 None
             }
         }
+    }
+
+    /// Judges the finished run as a whole: errors that came in short bursts, each
+    /// shorter than `slo.breach_ticks`, still fail the run when together they exceed
+    /// the error-rate SLO.
+    pub fn conclude(&self, slo: &SloConfig) -> Option<String> {
+        if self.requests == 0 {
+            return None;
+        }
+        let error_rate = self.errors as f64 / self.requests as f64;
+        (error_rate > slo.error_rate).then(|| {
+            format!(
+                "error rate {:.1} % over the whole run ({} of {} requests) above the SLO of {:.1} %",
+                error_rate * 100.0,
+                self.errors,
+                self.requests,
+                slo.error_rate * 100.0
+            )
+        })
     }
 }
 
@@ -281,6 +304,24 @@ mod tests {
         assert_eq!(judge.observe(&tick(100, 0, 0.5), &slo()), None);
         let reason = judge.observe(&tick(100, 0, 0.5), &slo());
         assert!(reason.is_some_and(|r| r.contains("p99 latency 500 ms")));
+    }
+
+    #[test]
+    fn short_bursts_fail_the_whole_run() {
+        let mut judge = SloJudge::default();
+        for round in 0..6 {
+            let errors = if round % 2 == 0 { 30 } else { 0 };
+            assert_eq!(judge.observe(&tick(100, errors, 0.01), &slo()), None);
+        }
+        let reason = judge.conclude(&slo()).unwrap_or_default();
+        assert!(reason.contains("15.0 %"), "{reason}");
+        assert!(reason.contains("90 of 600 requests"), "{reason}");
+
+        let mut clean = SloJudge::default();
+        for _ in 0..6 {
+            clean.observe(&tick(1000, 5, 0.01), &slo());
+        }
+        assert_eq!(clean.conclude(&slo()), None);
     }
 
     #[test]

@@ -58,7 +58,7 @@ setup = ["CREATE TABLE umbra_load_events (id bigserial PRIMARY KEY, at timestamp
 transactions = [
   {{ class = "checkout", weight = 1, statements = [
     {{ sql = "INSERT INTO umbra_load_events (at) VALUES (now())" }},
-    {{ sql = "SELECT pg_sleep(0.05)" }},
+    {{ sql = "SELECT pg_sleep(0.1)" }},
   ] }},
 ]
 
