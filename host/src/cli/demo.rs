@@ -27,7 +27,7 @@ use umbra_host::engine::{Engine, EngineEvent, Stamped};
 use umbra_host::ingest::HttpClient;
 use umbra_host::load::{self, HttpTarget, LoadPlan, OpenConfig, RunControl, Stage};
 
-use super::timeline;
+use umbra_host::engine::timeline;
 
 const DEMO_SERVICE: &str = "umbra-demo-service";
 const V1: &str = include_str!("../../../examples/demo-service/configs/v1.toml");
@@ -59,6 +59,7 @@ fn demo_config(work_dir: &Path, program: &Path, live_port: u16, api: SocketAddr)
             tick_ms: 500,
             window_ticks: 6,
             calibration_windows: 2,
+            warmup_windows: 4,
             startup_timeout_ms: 10_000,
             known_good_hold_ms: 8_000,
             rollback_window_ms: 600_000,

@@ -85,6 +85,10 @@ pub struct EngineSettings {
     pub window_ticks: usize,
     /// A/A windows measured after a shadow comes up, before drift counts.
     pub calibration_windows: usize,
+    /// At most this many windows of warm-up before the A/A windows, ended
+    /// early once the resource levels (RSS, open files, threads) of both
+    /// sides stay within 2 % between two windows. 0 skips the warm-up.
+    pub warmup_windows: usize,
     /// Time a shadow has to pass its health check after it starts.
     pub startup_timeout_ms: u64,
     /// Time the live asset must hold its service's confidence above the
@@ -112,6 +116,7 @@ impl Default for EngineSettings {
             tick_ms: 1000,
             window_ticks: 10,
             calibration_windows: 3,
+            warmup_windows: 4,
             startup_timeout_ms: 15_000,
             known_good_hold_ms: 60_000,
             rollback_window_ms: 600_000,

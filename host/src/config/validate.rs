@@ -166,6 +166,11 @@ impl EngineConfig {
                 engine.calibration_windows
             ),
         );
+        problems.check(
+            engine.warmup_windows <= 1000,
+            "engine.warmup_windows",
+            format!("`{}` is too many: use at most 1000", engine.warmup_windows),
+        );
         for (path, value) in [
             ("engine.startup_timeout_ms", engine.startup_timeout_ms),
             ("engine.known_good_hold_ms", engine.known_good_hold_ms),

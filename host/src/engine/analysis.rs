@@ -1,21 +1,67 @@
-//! Live-versus-shadow analysis of one asset: A/A calibration of the noise
-//! floor, sliding comparison windows, and their conversion into the
-//! comparisons the drift policy receives.
+//! Live-versus-shadow analysis of one asset: a warm-up until both sides'
+//! resource levels settle, A/A calibration of the noise floor, sliding
+//! comparison windows, and their conversion into the comparisons the drift
+//! policy receives.
 //!
 //! Windows only fill while the shadow runs at baseline load. A stress run,
 //! a restart of either side or a new version clears them, so a comparison
 //! never mixes two regimes.
+//!
+//! The warm-up exists because a fresh shadow grows into its load: it opens
+//! connections, fills buffers and caches, and starts threads. Noise measured
+//! while it grows is the noise of a transient, and the first comparison
+//! after it reports that growth as drift.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::analysis::{self, Direction, NoiseCalibrator};
 use crate::policy::types;
 
-use super::metrics::{COMPARED, TickValues};
+use super::metrics::{COMPARED, LEVELS, TickValues};
+use crate::config::EngineSettings;
+
+/// Largest relative change of a resource level between two consecutive
+/// warm-up windows for the level to count as settled.
+pub const SETTLED_CHANGE: f64 = 0.02;
+
+/// Window sizes of the analysis, from `[engine]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// Ticks in one window.
+    pub ticks: usize,
+    /// At most this many warm-up windows; 0 skips the warm-up.
+    pub warmup: usize,
+    /// A/A windows that measure the noise floor.
+    pub calibration: usize,
+}
+
+impl From<&EngineSettings> for Windows {
+    fn from(engine: &EngineSettings) -> Windows {
+        Windows {
+            ticks: engine.window_ticks,
+            warmup: engine.warmup_windows,
+            calibration: engine.calibration_windows,
+        }
+    }
+}
+
+impl Windows {
+    /// The same windows without a warm-up when `model_twin` holds: a model
+    /// twin has a warm-up of its own (`twin.warmup_ticks`), and the live
+    /// process it forecasts is no fresh instance.
+    pub fn without_warmup_for(self, model_twin: bool) -> Windows {
+        Windows {
+            warmup: if model_twin { 0 } else { self.warmup },
+            ..self
+        }
+    }
+}
 
 /// Stage of an asset's analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Waiting for the resource levels of both sides to settle.
+    WarmingUp,
     /// Measuring the noise floor in A/A windows.
     Calibrating,
     /// Comparing live and shadow.
@@ -26,8 +72,12 @@ pub enum Stage {
 #[derive(Debug)]
 pub struct Analysis {
     window_ticks: usize,
+    warmup_windows: usize,
     calibration_windows: usize,
     stage: Stage,
+    /// Warm-up windows seen, and the level medians of the last one.
+    warmup_done: usize,
+    levels: Option<Levels>,
     live: BTreeMap<&'static str, VecDeque<f64>>,
     shadow: BTreeMap<&'static str, VecDeque<f64>>,
     ticks: usize,
@@ -40,31 +90,48 @@ pub struct Analysis {
 pub enum Progress {
     /// Still filling a window.
     Filling,
-    /// The calibration just finished; relative noise per metric.
-    Calibrated(Vec<(String, f64)>),
+    /// The calibration just finished, after this many warm-up windows;
+    /// relative noise per metric.
+    Calibrated {
+        /// Windows the warm-up took.
+        warmup_windows: usize,
+        /// Relative noise floor per metric.
+        noise: Vec<(String, f64)>,
+    },
     /// A full window is ready for the drift policy.
     Compared(Vec<types::Comparison>),
 }
 
 impl Analysis {
-    /// A new analysis that calibrates for `calibration_windows` windows of
-    /// `window_ticks` ticks, then compares over sliding windows of the same
-    /// length.
-    pub fn new(window_ticks: usize, calibration_windows: usize) -> Analysis {
+    /// A new analysis that warms up for at most `windows.warmup` windows,
+    /// calibrates for `windows.calibration` windows, then compares over
+    /// sliding windows of the same length.
+    pub fn new(windows: Windows) -> Analysis {
         Analysis {
-            window_ticks: window_ticks.max(3),
-            calibration_windows,
-            stage: if calibration_windows == 0 {
+            window_ticks: windows.ticks.max(3),
+            warmup_windows: windows.warmup,
+            calibration_windows: windows.calibration,
+            stage: if windows.calibration == 0 {
                 Stage::Comparing
+            } else if windows.warmup > 0 {
+                Stage::WarmingUp
             } else {
                 Stage::Calibrating
             },
+            warmup_done: 0,
+            levels: None,
             live: BTreeMap::new(),
             shadow: BTreeMap::new(),
             ticks: 0,
-            calibrator: NoiseCalibrator::new(calibration_windows),
+            calibrator: NoiseCalibrator::new(windows.calibration),
             windows_done: 0,
         }
+    }
+
+    /// Current stage.
+    #[cfg(test)]
+    fn stage(&self) -> Stage {
+        self.stage
     }
 
     /// Forgets the window contents, keeping the calibration.
@@ -90,12 +157,34 @@ impl Analysis {
         }
         self.ticks += 1;
         match self.stage {
+            Stage::WarmingUp => self.warm_up(),
             Stage::Calibrating => self.calibrate(),
             Stage::Comparing if self.ticks >= self.window_ticks => {
                 Progress::Compared(self.compare())
             }
             Stage::Comparing => Progress::Filling,
         }
+    }
+
+    /// Ends the warm-up once every resource level of both sides moved by at
+    /// most [`SETTLED_CHANGE`] (or one unit, for counts) since the previous
+    /// window, or after the last allowed warm-up window.
+    fn warm_up(&mut self) -> Progress {
+        if self.ticks < self.window_ticks {
+            return Progress::Filling;
+        }
+        let levels = Levels::of(&self.live, &self.shadow);
+        let settled = self
+            .levels
+            .as_ref()
+            .is_some_and(|previous| previous.settled_into(&levels));
+        self.warmup_done += 1;
+        self.levels = Some(levels);
+        self.clear_windows();
+        if settled || self.warmup_done >= self.warmup_windows {
+            self.stage = Stage::Calibrating;
+        }
+        Progress::Filling
     }
 
     fn calibrate(&mut self) -> Progress {
@@ -121,7 +210,10 @@ impl Analysis {
             .into_iter()
             .map(|(metric, floor)| (metric, floor.relative))
             .collect();
-        Progress::Calibrated(noise)
+        Progress::Calibrated {
+            warmup_windows: self.warmup_done,
+            noise,
+        }
     }
 
     fn compare(&self) -> Vec<types::Comparison> {
@@ -141,6 +233,40 @@ impl Analysis {
             comparisons.push(to_policy(comparison));
         }
         comparisons
+    }
+}
+
+/// Window medians of the resource levels of both sides.
+#[derive(Debug, Clone, PartialEq)]
+struct Levels(BTreeMap<(&'static str, bool), f64>);
+
+impl Levels {
+    fn of(
+        live: &BTreeMap<&'static str, VecDeque<f64>>,
+        shadow: &BTreeMap<&'static str, VecDeque<f64>>,
+    ) -> Levels {
+        let mut medians = BTreeMap::new();
+        for (is_live, side) in [(true, live), (false, shadow)] {
+            for metric in LEVELS {
+                if let Some(window) = side.get(metric).filter(|window| !window.is_empty()) {
+                    let values: Vec<f64> = window.iter().copied().collect();
+                    let median = analysis::Summary::of(&values).median;
+                    medians.insert((metric, is_live), median);
+                }
+            }
+        }
+        Levels(medians)
+    }
+
+    /// Whether every level present in both windows stayed within
+    /// [`SETTLED_CHANGE`] of its previous value, or within one unit.
+    fn settled_into(&self, next: &Levels) -> bool {
+        next.0.iter().all(|(key, &now)| {
+            self.0.get(key).is_none_or(|&before| {
+                let change = (now - before).abs();
+                change <= 1.0 || change <= SETTLED_CHANGE * before.abs().max(now.abs())
+            })
+        })
     }
 }
 
@@ -181,16 +307,35 @@ mod tests {
         TickValues::from([("latency_p50_seconds", latency)])
     }
 
+    fn windows(warmup: usize) -> Windows {
+        Windows {
+            ticks: 4,
+            warmup,
+            calibration: 2,
+        }
+    }
+
+    fn levels(live_rss: f64, shadow_rss: f64) -> (TickValues, TickValues) {
+        (
+            TickValues::from([("latency_p50_seconds", 0.01), ("rss_bytes", live_rss)]),
+            TickValues::from([("latency_p50_seconds", 0.01), ("rss_bytes", shadow_rss)]),
+        )
+    }
+
     #[test]
     fn calibrates_then_compares_every_tick() {
-        let mut analysis = Analysis::new(4, 2);
+        let mut analysis = Analysis::new(windows(0));
         let mut calibrated = false;
         for i in 0..8 {
             let jitter = f64::from(i % 3) * 0.001;
             match analysis.push(&tick(0.010 + jitter), &tick(0.011 - jitter)) {
-                Progress::Calibrated(noise) => {
+                Progress::Calibrated {
+                    warmup_windows,
+                    noise,
+                } => {
                     calibrated = true;
                     assert_eq!(i, 7);
+                    assert_eq!(warmup_windows, 0);
                     assert!(
                         noise
                             .iter()
@@ -213,5 +358,57 @@ mod tests {
             analysis.push(&tick(0.010), &tick(0.030)),
             Progress::Compared(_)
         ));
+    }
+
+    /// Pushes one window of `(live, shadow)` RSS and returns the last progress.
+    fn window(analysis: &mut Analysis, live_rss: f64, shadow_rss: f64) -> Progress {
+        let (live, shadow) = levels(live_rss, shadow_rss);
+        let mut last = Progress::Filling;
+        for _ in 0..4 {
+            last = analysis.push(&live, &shadow);
+        }
+        last
+    }
+
+    #[test]
+    fn warm_up_waits_for_a_growing_shadow_to_settle() {
+        let mut analysis = Analysis::new(windows(6));
+        // The shadow grows by 5 % per window for three windows, then holds.
+        for rss in [100e6, 105e6, 110e6, 115e6] {
+            assert_eq!(window(&mut analysis, 100e6, rss), Progress::Filling);
+            assert_eq!(analysis.stage(), Stage::WarmingUp);
+        }
+        assert_eq!(window(&mut analysis, 100e6, 115.5e6), Progress::Filling);
+        assert_eq!(analysis.stage(), Stage::Calibrating);
+        assert_eq!(window(&mut analysis, 100e6, 115e6), Progress::Filling);
+        let Progress::Calibrated {
+            warmup_windows,
+            noise,
+        } = window(&mut analysis, 100e6, 115.5e6)
+        else {
+            panic!("two A/A windows after the warm-up must calibrate");
+        };
+        assert_eq!(warmup_windows, 5);
+        // The settled offset between the two sides is noise, not drift.
+        let rss = noise.iter().find(|(metric, _)| metric == "rss_bytes");
+        assert!(rss.is_some_and(|(_, floor)| *floor > 0.14), "{noise:?}");
+    }
+
+    #[test]
+    fn warm_up_ends_after_its_last_window() {
+        let mut analysis = Analysis::new(windows(3));
+        for rss in [100e6, 120e6, 140e6] {
+            assert_eq!(window(&mut analysis, 100e6, rss), Progress::Filling);
+        }
+        assert_eq!(analysis.stage(), Stage::Calibrating);
+    }
+
+    #[test]
+    fn flat_levels_need_two_warm_up_windows() {
+        let mut analysis = Analysis::new(windows(6));
+        assert_eq!(window(&mut analysis, 100e6, 100e6), Progress::Filling);
+        assert_eq!(analysis.stage(), Stage::WarmingUp);
+        assert_eq!(window(&mut analysis, 100e6, 101e6), Progress::Filling);
+        assert_eq!(analysis.stage(), Stage::Calibrating);
     }
 }

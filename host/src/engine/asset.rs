@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::config::{AssetConfig, ProfileConfig, ShadowKind};
 use crate::policy::types::{AssetKind, AssetStatus, DriftAssessment, ShadowPhase, VersionStatus};
 
-use super::analysis::Analysis;
+use super::analysis::{Analysis, Windows};
 use super::metrics::Scraper;
 use super::process::Instance;
 use super::trial::{LoadRun, SloJudge, TickLoad};
@@ -135,12 +135,7 @@ pub struct AssetState {
 
 impl AssetState {
     /// A fresh state for `config`, before any instance runs.
-    pub fn new(
-        config: AssetConfig,
-        criticality: f64,
-        window_ticks: usize,
-        calibration_windows: usize,
-    ) -> AssetState {
+    pub fn new(config: AssetConfig, criticality: f64, windows: Windows) -> AssetState {
         let version = config.version.clone();
         let now = Instant::now();
         let twin = (config.shadow == ShadowKind::Model)
@@ -163,7 +158,7 @@ impl AssetState {
             stress: None,
             control: None,
             pg: None,
-            analysis: Analysis::new(window_ticks, calibration_windows),
+            analysis: Analysis::new(windows.without_warmup_for(twin.is_some())),
             drift: None,
             changes: Default::default(),
             trend: crate::model::TrendWindow::default(),
@@ -195,8 +190,8 @@ impl AssetState {
     }
 
     /// Resets everything learnt about the shadow of the previous version.
-    pub fn reset_for_version(&mut self, window_ticks: usize, calibration_windows: usize) {
-        self.analysis = Analysis::new(window_ticks, calibration_windows);
+    pub fn reset_for_version(&mut self, windows: Windows) {
+        self.analysis = Analysis::new(windows.without_warmup_for(self.twin.is_some()));
         self.drift = None;
         self.latest_load = None;
         self.peak_passed = self.status == Status::KnownGood;

@@ -83,6 +83,8 @@ pub(super) struct Controller {
     pub status: watch::Sender<Arc<StatusReport>>,
     pub telemetry: Arc<Telemetry>,
     pub tick: u64,
+    /// Keys of each service's last remediation decision, to record a sustained
+    /// decision once.
     pub last_actions: HashMap<String, Vec<String>>,
     pub below: HashMap<String, bool>,
     pub log_dir: PathBuf,
@@ -283,11 +285,15 @@ impl Controller {
             ShadowPhase::Calibrating | ShadowPhase::Baseline => {
                 match asset.analysis.push(live_values, shadow_values) {
                     Progress::Filling => {}
-                    Progress::Calibrated(noise) => {
+                    Progress::Calibrated {
+                        warmup_windows,
+                        noise,
+                    } => {
                         asset.phase = ShadowPhase::Baseline;
                         self.recorder.record(EngineEvent::Calibrated {
                             asset: asset.name().to_owned(),
                             windows: self.config.engine.calibration_windows,
+                            warmup_windows,
                             noise,
                         });
                     }
@@ -605,10 +611,7 @@ impl Controller {
             // warm caches) that its live twin never saw, so the noise floor
             // is measured again before drift counts.
             asset.phase = ShadowPhase::Calibrating;
-            asset.analysis = super::analysis::Analysis::new(
-                self.config.engine.window_ticks,
-                self.config.engine.calibration_windows,
-            );
+            asset.analysis = super::analysis::Analysis::new((&self.config.engine).into());
             self.recorder.record(EngineEvent::ProfilePassed {
                 asset: asset.name().to_owned(),
                 role: Role::Shadow.as_str().to_owned(),

@@ -59,6 +59,22 @@ pub fn describe(action: &Action) -> String {
     }
 }
 
+/// What an action does, without the figures in its message or reason: two
+/// decisions with the same keys are one sustained condition, recorded once,
+/// however the confidence or probability in their text moves from tick to tick.
+fn action_key(action: &Action) -> String {
+    match action {
+        Action::Notify(notice) => format!(
+            "notify {} {:?}",
+            notice.asset.as_deref().unwrap_or("-"),
+            notice.severity
+        ),
+        Action::Remediate(request) => format!("remediate {} {}", request.asset, request.procedure),
+        Action::Rollback(request) => format!("rollback {} {}", request.asset, request.to_version),
+        Action::Hold(_) => "hold".to_owned(),
+    }
+}
+
 fn summarise(status: &AssetStatus) -> String {
     format!(
         "{} {} ({:?}) phase {:?} drift {} p {:.2} ({}) confidence {:.2}{}",
@@ -301,10 +317,10 @@ impl Controller {
         let outcome = self.policies.remediate(&status, &statuses);
         self.observe(&outcome, Decision::Remediation);
         let described: Vec<String> = outcome.value.iter().map(describe).collect();
-        let changed = self.last_actions.get(service) != Some(&described);
+        let keys: Vec<String> = outcome.value.iter().map(action_key).collect();
+        let changed = self.last_actions.get(service) != Some(&keys);
         if changed {
-            self.last_actions
-                .insert(service.to_owned(), described.clone());
+            self.last_actions.insert(service.to_owned(), keys);
             let record = AuditRecord {
                 service: service.to_owned(),
                 policy: outcome.policy.clone(),

@@ -71,6 +71,9 @@ pub enum EngineEvent {
     Calibrated {
         asset: String,
         windows: usize,
+        /// Windows the shadow took to settle before the A/A windows.
+        #[serde(default)]
+        warmup_windows: usize,
         /// Relative noise floor per metric.
         noise: Vec<(String, f64)>,
     },
@@ -259,6 +262,36 @@ impl EngineEvent {
     }
 }
 
+/// Writes `event` to the log as its timeline line, at WARN when something
+/// failed or needs an operator's attention, DEBUG for progress reports and
+/// INFO otherwise. The full record is in the store and the API.
+fn log(event: &EngineEvent) {
+    use EngineEvent::*;
+    let line = super::timeline::line(event).unwrap_or_else(|| format!("{event:?}"));
+    // The timeline pads its first column for the demo; a log line needs no padding.
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let asset = event.asset().unwrap_or("-");
+    match event {
+        InstanceStartFailed { .. }
+        | InstanceExited { .. }
+        | ShadowFailed { .. }
+        | ActionRefused { .. }
+        | RolledBack { .. }
+        | ControlResult { passed: false, .. }
+        | Confidence {
+            below_threshold: true,
+            ..
+        } => tracing::warn!(target: "umbra::event", asset, "{line}"),
+        Notice { severity, .. } if severity != "info" => {
+            tracing::warn!(target: "umbra::event", asset, "{line}");
+        }
+        ProfileProgress { .. } | InstanceStopped { .. } => {
+            tracing::debug!(target: "umbra::event", asset, "{line}");
+        }
+        _ => tracing::info!(target: "umbra::event", asset, "{line}"),
+    }
+}
+
 /// An event with its time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stamped {
@@ -296,7 +329,7 @@ impl Recorder {
                 | EngineEvent::VersionStatus { .. }
                 | EngineEvent::SettingsApplied { .. }
         );
-        tracing::info!(target: "umbra::event", event = ?event);
+        log(&event);
         let outcome = matches!(
             event,
             EngineEvent::RolledBack { .. }

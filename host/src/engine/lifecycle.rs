@@ -291,10 +291,7 @@ impl Controller {
             .map(|record| record.version);
         self.live_versions.put(asset.name(), &version.to_owned())?;
         self.live_versions.flush()?;
-        asset.reset_for_version(
-            self.config.engine.window_ticks,
-            self.config.engine.calibration_windows,
-        );
+        asset.reset_for_version((&self.config.engine).into());
         if let Some(pg) = asset.pg.as_mut() {
             // The cluster keeps running; the next tick reconnects with the new version's
             // labels and clones a shadow of it.

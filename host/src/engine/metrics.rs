@@ -26,6 +26,10 @@ pub const COMPARED: [(&str, Direction); 8] = [
     ("io_bytes_per_second", Direction::HigherIsWorse),
 ];
 
+/// The compared metrics that are resource levels rather than rates: a fresh
+/// instance grows into them, so the analysis waits for them to settle.
+pub const LEVELS: [&str; 3] = ["rss_bytes", "open_fds", "threads"];
+
 /// One tick's values of one instance, by metric name. A metric without a
 /// value in this tick (no requests, a failed scrape) is absent.
 pub type TickValues = BTreeMap<&'static str, f64>;

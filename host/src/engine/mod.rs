@@ -25,6 +25,7 @@ mod report;
 pub mod risk;
 mod status;
 mod telemetry;
+pub mod timeline;
 mod traffic;
 pub mod trial;
 mod twin;
@@ -340,12 +341,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
                 error,
             })?;
         versions.record(&asset_config.name, &asset_config.version, &payload)?;
-        let mut asset = AssetState::new(
-            asset_config.clone(),
-            criticality,
-            config.engine.window_ticks,
-            config.engine.calibration_windows,
-        );
+        let mut asset = AssetState::new(asset_config.clone(), criticality, (&config.engine).into());
         asset.pg = postgres::PgState::new(asset_config, &work_dir, store.kv("postgres")?);
         if let Some(version) = live_versions.get::<String>(&asset_config.name)?
             && versions.get(&asset_config.name, &version)?.is_some()

@@ -84,10 +84,7 @@ impl Controller {
         let calibrated = asset.phase == ShadowPhase::Baseline;
         let mut analysis = std::mem::replace(
             &mut asset.analysis,
-            Analysis::new(
-                self.config.engine.window_ticks,
-                self.config.engine.calibration_windows,
-            ),
+            Analysis::new((&self.config.engine).into()),
         );
         self.recorder.record(EngineEvent::Deployed {
             asset: request.asset.clone(),

@@ -2,9 +2,12 @@
 //!
 //! A dispatcher task walks the plan's intended send times ([`LoadPlan::arrivals`]) and
 //! hands each request to a pool of `max_connections` workers, each with one keep-alive
-//! connection. When every worker is busy, requests wait in a queue of `queue_capacity`.
-//! A request that finds the queue full is dropped and counted as an error of class
-//! [`ErrorClass::Dropped`](crate::load::ErrorClass::Dropped).
+//! connection. The worker that went idle last gets the next request, as in a client's
+//! connection pool, so a low rate keeps using the few connections it already opened
+//! instead of opening every one: a server under test sees the connections its clients
+//! would open, not `max_connections` of them. When every worker is busy, requests wait
+//! in a queue of `queue_capacity`. A request that finds the queue full is dropped and
+//! counted as an error of class [`ErrorClass::Dropped`](crate::load::ErrorClass::Dropped).
 //!
 //! Latency runs from the intended send time, not from the moment a worker got to the
 //! request. When the server stalls, the requests that pile up behind it carry the wait
@@ -17,7 +20,10 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
@@ -60,11 +66,80 @@ impl Default for OpenConfig {
 /// A due request on its way to a worker.
 struct Job {
     intended: Instant,
-    /// Admission to the connections plus the queue, released when the request ends.
-    _admission: OwnedSemaphorePermit,
 }
 
-type JobQueue = Arc<Mutex<mpsc::Receiver<Job>>>;
+/// Requests waiting for a worker, and the idle workers waiting for a request.
+struct Pool {
+    state: Mutex<PoolState>,
+    queue_capacity: usize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Idle workers, the one that went idle last at the end.
+    idle: Vec<oneshot::Sender<Job>>,
+    queue: VecDeque<Job>,
+    /// No more requests will come.
+    closed: bool,
+}
+
+impl Pool {
+    fn new(queue_capacity: usize) -> Pool {
+        Pool {
+            state: Mutex::new(PoolState::default()),
+            queue_capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // The lock guards plain data and no code under it panics, so a poisoned lock
+        // still holds consistent state.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands `job` to the most recently idle worker, or queues it. Returns false when
+    /// every worker is busy and the queue is full.
+    fn offer(&self, mut job: Job) -> bool {
+        let mut state = self.lock();
+        while let Some(worker) = state.idle.pop() {
+            match worker.send(job) {
+                Ok(()) => return true,
+                // That worker was cancelled; try the next one.
+                Err(returned) => job = returned,
+            }
+        }
+        if state.queue.len() < self.queue_capacity {
+            state.queue.push_back(job);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The next queued request, or a receiver for the next one offered while idle, or
+    /// `None` once the pool is closed and drained.
+    fn take(&self) -> Option<Result<Job, oneshot::Receiver<Job>>> {
+        let mut state = self.lock();
+        if let Some(job) = state.queue.pop_front() {
+            return Some(Ok(job));
+        }
+        if state.closed {
+            return None;
+        }
+        let (sender, receiver) = oneshot::channel();
+        state.idle.push(sender);
+        Some(Err(receiver))
+    }
+
+    /// Ends the run's arrivals: idle workers stop, busy ones finish the queue first.
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.idle.clear();
+    }
+}
 
 /// Runs `plan` against `target` at the plan's arrival rate and returns the report.
 ///
@@ -96,13 +171,7 @@ pub async fn run_open(
         let mut collector = Collector::new(started)?;
         let cancel_requested = control.cancel.clone();
 
-        // A permit per connection and per queue slot: a request that gets no permit
-        // would have to wait beyond the queue, so it is dropped instead.
-        let admission = Arc::new(Semaphore::new(
-            config.max_connections + config.queue_capacity,
-        ));
-        let (jobs, queue) = mpsc::channel(config.max_connections + config.queue_capacity);
-        let queue: JobQueue = Arc::new(Mutex::new(queue));
+        let pool = Arc::new(Pool::new(config.queue_capacity));
 
         // Workers stop on `stop`, which the run's token cancels too, so that a failed
         // thread start can stop the workers that did start.
@@ -111,7 +180,7 @@ pub async fn run_open(
             .map(|worker| {
                 let client = HttpClient::new(template.clone(), worker);
                 let shard = collector.add_shard();
-                run_worker(client, queue.clone(), shard, stop.clone()).in_current_span()
+                run_worker(client, pool.clone(), shard, stop.clone()).in_current_span()
             })
             .collect();
 
@@ -128,14 +197,7 @@ pub async fn run_open(
                 }
             }
         }
-        let dispatcher = dispatch(
-            plan.clone(),
-            started,
-            jobs,
-            admission,
-            collector.add_shard(),
-            stop,
-        );
+        let dispatcher = dispatch(plan.clone(), started, pool, collector.add_shard(), stop);
         tasks.spawn(dispatcher.in_current_span());
 
         let report = supervise(tasks, collector, started, control, |from, to| {
@@ -159,17 +221,24 @@ pub async fn run_open(
     .await
 }
 
-/// Sends each request to the workers at its intended time, or drops it when the
-/// connections and the queue are full. Dropping the `jobs` sender at the end signals to
-/// the workers that no more requests will come.
+/// Offers each request to the workers at its intended time, or drops it when the
+/// connections and the queue are full. Closing the pool at the end tells the workers
+/// that no more requests will come.
 async fn dispatch(
     plan: LoadPlan,
     started: Instant,
-    jobs: mpsc::Sender<Job>,
-    admission: Arc<Semaphore>,
+    pool: Arc<Pool>,
     shard: Arc<Shard>,
     cancel: CancellationToken,
 ) {
+    // Closes the pool however the dispatcher ends, cancellation included.
+    struct CloseOnDrop(Arc<Pool>);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let pool = CloseOnDrop(pool);
     for offset in plan.arrivals() {
         let intended = started + offset;
         // NOTE: Tokio's timer has a resolution of 1 ms, so a request can leave up to
@@ -180,40 +249,37 @@ async fn dispatch(
             _ = tokio::time::sleep_until(intended.into()) => {}
         }
 
-        let Ok(permit) = admission.clone().try_acquire_owned() else {
+        if !pool.0.offer(Job { intended }) {
             shard.record(Sample::dropped());
-            continue;
-        };
-        let job = Job {
-            intended,
-            _admission: permit,
-        };
-        // Each queued job carries a permit and the channel has a slot per permit, so
-        // this send never waits. It fails only after every worker has stopped and
-        // dropped the receiver, and then there is nobody left to send to.
-        if jobs.send(job).await.is_err() {
-            return;
         }
     }
 }
 
-/// Takes requests from the queue and sends them on this worker's connection until the
-/// queue is closed and empty, or the run is cancelled.
+/// Takes requests from the pool and sends them on this worker's connection until the
+/// pool is closed and drained, or the run is cancelled.
 async fn run_worker(
     mut client: HttpClient,
-    queue: JobQueue,
+    pool: Arc<Pool>,
     shard: Arc<Shard>,
     cancel: CancellationToken,
 ) {
     loop {
-        let job = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            job = next_job(&queue) => job,
+        let job = match pool.take() {
+            None => break,
+            Some(Ok(job)) => job,
+            Some(Err(offered)) => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                job = offered => match job {
+                    Ok(job) => job,
+                    // The pool closed while this worker was idle.
+                    Err(_) => break,
+                },
+            },
         };
-        let Some(job) = job else {
+        if cancel.is_cancelled() {
             break;
-        };
+        }
 
         let sent = Instant::now();
         let deadline = job.intended + client.timeout();
@@ -240,8 +306,4 @@ async fn run_worker(
         });
     }
     client.disconnect();
-}
-
-async fn next_job(queue: &JobQueue) -> Option<Job> {
-    queue.lock().await.recv().await
 }

@@ -128,6 +128,32 @@ async fn ramp_increases_throughput_each_second() {
     assert_near("third second", rates[2], 300.0, 0.25);
 }
 
+/// A low rate on a large pool reuses the connections it opened, as a client's pool
+/// would, and opens more only when the load needs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_rate_reuses_few_connections() {
+    let server = TestServer::start(ServerConfig {
+        delay: Duration::from_millis(2),
+        ..ServerConfig::default()
+    });
+    let target = HttpTarget::new(server.addr);
+    let plan = LoadPlan::new(vec![
+        Stage::hold(40.0, Duration::from_secs(2)),
+        Stage::hold(400.0, Duration::from_millis(500)),
+    ])
+    .expect("plan");
+
+    let (report, _) = run_with_snapshots(&target, &plan, &open_config(64, 1024)).await;
+
+    assert_eq!(report.ok, report.requests, "{report:?}");
+    let accepted = ServerStats::get(&server.stats.connections_accepted);
+    assert!(
+        (1..=16).contains(&accepted),
+        "{} requests at 40 and 400 req/s with 2 ms each opened {accepted} connections",
+        report.requests
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_drops_requests() {
     let server = TestServer::start(ServerConfig {

@@ -1,7 +1,7 @@
 //! A readable, one-line-per-event rendering of engine events, used by
-//! `umbra demo`.
+//! `umbra demo` and by the engine's log.
 
-use umbra_host::engine::EngineEvent;
+use super::EngineEvent;
 
 /// The line for `event`, or `None` for events the timeline leaves out.
 pub fn line(event: &EngineEvent) -> Option<String> {
@@ -60,8 +60,13 @@ pub fn line(event: &EngineEvent) -> Option<String> {
             status,
         } => format!("{role:<9} {asset} {version} exited: {status}"),
         InstanceStopped { .. } => return None,
-        Calibrated { asset, windows, .. } => format!(
-            "analysis  {asset}: noise floor measured over {windows} A/A windows; comparing live and shadow"
+        Calibrated {
+            asset,
+            windows,
+            warmup_windows,
+            ..
+        } => format!(
+            "analysis  {asset}: noise floor measured over {windows} A/A windows after {warmup_windows} warm-up windows; comparing live and shadow"
         ),
         Drift {
             asset,
