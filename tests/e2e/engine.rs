@@ -238,6 +238,9 @@ fn healthy_deployment_bad_input_and_crash_recovery() {
         "umbra_drift_score",
         "umbra_failure_probability",
         "umbra_policy_evaluation_seconds",
+        // Counters that have not moved yet are listed at zero.
+        "umbra_rollbacks_total{asset=\"shop-api\"} 0",
+        "umbra_policy_errors_total{decision=\"remediation\"} 0",
     ] {
         assert!(
             metrics.contains(name),
@@ -321,7 +324,7 @@ load = { paths = ["no-slash"] }
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     for expected in [
         "engine.tick_ms",
-        "a -> b -> a",
+        "service[0].depends_on: dependency cycle `a -> b -> a`",
         "asset[0].service: unknown service `missing`",
         "asset[0].command: must pass `{port}`",
         "asset[0].config",

@@ -252,7 +252,17 @@ impl EngineConfig {
             )
         });
         if let Err(cycle) = topological_order(graph) {
-            problems.add("service.depends_on", cycle.to_string());
+            // The path names the first service on the cycle, like every other problem.
+            let index = cycle.path.first().and_then(|name| {
+                self.service
+                    .iter()
+                    .position(|service| &service.name == name)
+            });
+            let path = index.map_or_else(
+                || "service.depends_on".to_owned(),
+                |index| format!("service[{index}].depends_on"),
+            );
+            problems.add(path, cycle.to_string());
         }
     }
 

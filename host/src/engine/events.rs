@@ -267,7 +267,10 @@ impl EngineEvent {
 /// INFO otherwise. The full record is in the store and the API.
 fn log(event: &EngineEvent) {
     use EngineEvent::*;
-    let line = super::timeline::line(event).unwrap_or_else(|| format!("{event:?}"));
+    // Events the timeline leaves out (a decision to hold, a stopped instance) are
+    // logged as their JSON record.
+    let line = super::timeline::line(event)
+        .unwrap_or_else(|| serde_json::to_string(event).unwrap_or_default());
     // The timeline pads its first column for the demo; a log line needs no padding.
     let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
     let asset = event.asset().unwrap_or("-");

@@ -421,6 +421,7 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
 
     let (status_sender, status) = watch::channel(Arc::new(StatusReport::default()));
     let telemetry = Arc::new(Telemetry::default());
+    telemetry.start_counters(config.asset.iter().map(|asset| asset.name.as_str()));
     let profiles = Controller::profile_infos(&config);
     let controller = Controller {
         config,

@@ -65,6 +65,23 @@ pub struct Telemetry {
     pub traffic: std::sync::Arc<super::traffic::TrafficCollector>,
 }
 
+impl Telemetry {
+    /// Creates the counters of `assets` and of every decision at zero, so `/metrics`
+    /// lists them (and a rate over them works) before their first increment.
+    pub fn start_counters<'a>(&self, assets: impl IntoIterator<Item = &'a str>) {
+        for asset in assets {
+            drop(self.rollbacks.get_or_create(&AssetLabel {
+                asset: asset.to_owned(),
+            }));
+        }
+        for decision in ["drift", "sequencer", "remediation"] {
+            drop(self.policy_errors.get_or_create(&DecisionLabel {
+                decision: decision.to_owned(),
+            }));
+        }
+    }
+}
+
 impl Default for Telemetry {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("umbra");

@@ -125,10 +125,10 @@ impl PostgresDriver {
         Ok(())
     }
 
-    /// Removes the shadows that a previous run of this engine left behind.
+    /// Removes the shadows of this asset that a previous run of the engine left behind.
     pub async fn cleanup_leftovers(&self) -> Result<Vec<String>, PgError> {
         match &self.registry {
-            Some(registry) => cleanup_leftovers(registry, &self.programs).await,
+            Some(registry) => cleanup_leftovers(registry, &self.programs, Some(&self.asset)).await,
             None => Ok(Vec::new()),
         }
     }

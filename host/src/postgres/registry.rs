@@ -69,15 +69,22 @@ impl Registry {
     }
 }
 
-/// Stops and removes every shadow recorded in `registry` and returns their ids. Call it
-/// at start-up, before creating new shadows: anything still recorded was left behind by
-/// a run that did not finish.
+/// Stops and removes every shadow recorded in `registry`, or only those of `asset`, and
+/// returns their ids. Call it at start-up, before creating new shadows of the asset:
+/// anything of it still recorded was left behind by a run that did not finish. An engine
+/// with several assets names each one, so one asset's clean-up never removes the fresh
+/// shadows of another.
 pub async fn cleanup_leftovers(
     registry: &Registry,
     programs: &Programs,
+    asset: Option<&str>,
 ) -> Result<Vec<String>, PgError> {
     let mut removed = Vec::new();
-    for record in registry.records()? {
+    let records = registry.records()?;
+    for record in records
+        .into_iter()
+        .filter(|record| asset.is_none_or(|asset| record.asset == asset))
+    {
         let marker = std::fs::read_to_string(record.dir.join(MARKER_FILE)).ok();
         match marker {
             Some(id) if id.trim() == record.id => {

@@ -104,11 +104,32 @@ async fn cleanup_removes_leftover_shadow() -> TestResult {
     let id = shadow.id().to_owned();
     // A crash leaves the shadow running without its guard.
     std::mem::forget(shadow);
-    assert_eq!(registry.records()?.len(), 1);
+    // Another asset's shadow, created by the current run, must survive the clean-up of
+    // `db`.
+    let other_config = ShadowConfig {
+        asset: "other".to_owned(),
+        ..config.clone()
+    };
+    let other = Shadow::create(
+        &live.spec,
+        &live.programs,
+        &other_config,
+        Some(registry.clone()),
+    )
+    .await?;
+    assert_eq!(registry.records()?.len(), 2);
 
-    let removed = cleanup_leftovers(&registry, &live.programs).await?;
+    let removed = cleanup_leftovers(&registry, &live.programs, Some("db")).await?;
 
     assert_eq!(removed, vec![id]);
+    assert!(
+        connect(other.spec()).await.is_ok(),
+        "the other asset's shadow was stopped"
+    );
+    let records = registry.records()?;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].asset, "other");
+    other.destroy().await?;
     assert!(
         !exists(&dir),
         "shadow directory {} still exists",
