@@ -141,6 +141,11 @@ fn healthy_deployment_bad_input_and_crash_recovery() {
         line.contains("400") && body.contains("malformed JSON"),
         "{line} {body}"
     );
+    let (line, body) = http(api_port, "POST", "/v1/deployments", "[]");
+    assert!(
+        line.contains("400") && body.contains("must be a JSON object"),
+        "{line} {body}"
+    );
     let (line, body) = http(
         api_port,
         "POST",

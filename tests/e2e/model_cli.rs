@@ -36,29 +36,29 @@ fn model_import_activate_and_roll_back() {
     let listed = model(&store, &["list"]);
     assert_success(&listed);
     let listing = text(&listed.stdout);
-    assert!(listing.contains("* umbra-default@2"), "{listing}");
+    assert!(listing.contains("* umbra-default@3"), "{listing}");
     assert!(listing.contains("  small@1"), "{listing}");
 
     let activated = model(&store, &["activate", "small@1"]);
     assert_success(&activated);
     assert!(
-        text(&activated.stdout).contains("previous: umbra-default@2"),
+        text(&activated.stdout).contains("previous: umbra-default@3"),
         "{}",
         text(&activated.stdout)
     );
     let listing = text(&model(&store, &["list"]).stdout);
     assert!(listing.contains("* small@1"), "{listing}");
 
-    let rolled_back = model(&store, &["activate", "umbra-default@2"]);
+    let rolled_back = model(&store, &["activate", "umbra-default@3"]);
     assert_success(&rolled_back);
     let listing = text(&model(&store, &["list"]).stdout);
-    assert!(listing.contains("* umbra-default@2"), "{listing}");
+    assert!(listing.contains("* umbra-default@3"), "{listing}");
 }
 
 #[test]
 fn model_show_prints_metadata() {
     let store = tempfile::tempdir().expect("temporary directory");
-    let output = model(&store, &["show", "umbra-default@2"]);
+    let output = model(&store, &["show", "umbra-default@3"]);
     assert_success(&output);
     let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON output");
     assert_eq!(shown["metadata"]["horizon_seconds"], 60.0);
@@ -95,7 +95,7 @@ fn model_activate_unknown_keeps_active() {
     assert!(stderr.contains("model `ghost@1` not found"), "{stderr}");
     assert!(stderr.contains("the active model is unchanged"), "{stderr}");
     let listing = text(&model(&store, &["list"]).stdout);
-    assert!(listing.contains("* umbra-default@2"), "{listing}");
+    assert!(listing.contains("* umbra-default@3"), "{listing}");
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn replay_writes_scores_per_timestamp() {
         "timestamp,value,forecast,drift_score,failure_probability,confidence,source"
     );
     assert_eq!(lines.len(), 121);
-    assert!(lines[1].ends_with(",umbra-default@2"), "{}", lines[1]);
+    assert!(lines[1].ends_with(",umbra-default@3"), "{}", lines[1]);
 
     let drift = |line: &str| -> f64 {
         line.split(',')

@@ -38,6 +38,8 @@ fn check_rejects_non_component() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("invalid policy component"), "{stderr}");
+    assert!(stderr.contains("not a WebAssembly binary"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
 
 #[test]

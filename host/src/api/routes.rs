@@ -231,12 +231,18 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             ))
         })?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|parse_error| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("malformed JSON body: {parse_error}"),
-        ))
-    })
+    let bad_request = |message: String| Box::new(error(StatusCode::BAD_REQUEST, message));
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|parse_error| bad_request(format!("malformed JSON body: {parse_error}")))?;
+    // serde describes a JSON array given for a struct as a sequence of its
+    // fields ("expected struct X with 4 elements"), which misleads more than it helps.
+    if !value.is_object() {
+        return Err(bad_request(
+            "the request body must be a JSON object with the fields docs/ENGINE.md lists for this endpoint".to_owned(),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|parse_error| bad_request(format!("malformed JSON body: {parse_error}")))
 }
 
 fn engine_error(engine_error: &EngineError) -> HttpResponse {

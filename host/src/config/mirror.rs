@@ -16,6 +16,7 @@ use crate::fault::{Framing, MAX_FRAME_LIMIT, MirrorConfig, TcpMirrorConfig};
 #[serde(deny_unknown_fields)]
 pub struct MirrorSection {
     /// Address the proxy listens on, for the live asset's clients.
+    #[serde(deserialize_with = "super::address::socket_addr")]
     pub listen: SocketAddr,
     /// Plain-TCP framing of requests and responses; HTTP/1.1 when omitted.
     #[serde(default)]

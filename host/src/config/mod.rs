@@ -6,6 +6,7 @@
 //! validation collects every problem, each named by its path in the file
 //! (`asset[0].slo.error_rate`), so one run shows everything to fix.
 
+pub(crate) mod address;
 mod mirror;
 mod postgres;
 mod schema;

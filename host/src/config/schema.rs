@@ -143,6 +143,7 @@ pub struct StoreSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Address of the JSON API and `/metrics`; loopback by default.
+    #[serde(deserialize_with = "super::address::socket_addr")]
     pub listen: SocketAddr,
     /// Name of an environment variable holding a bearer token. When set,
     /// every mutating endpoint requires `Authorization: Bearer <token>`.

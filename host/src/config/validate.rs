@@ -28,7 +28,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read config `{}`: {error}", path.display())]
+    #[error("cannot read config `{}`: {error}{}", path.display(), read_hint(error))]
     Read {
         /// The file.
         path: PathBuf,
@@ -51,6 +51,15 @@ pub enum ConfigError {
         /// Every problem found.
         problems: Vec<Problem>,
     },
+}
+
+/// A hint for a file that exists but is no text, such as a binary given by mistake.
+fn read_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::InvalidData {
+        " (a configuration is a UTF-8 TOML file: check that the path names one)"
+    } else {
+        ""
+    }
 }
 
 fn in_file(file: &Option<PathBuf>) -> String {

@@ -15,6 +15,7 @@ use crate::store::{Selector, is_label_name};
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Address of the HTTP server for push, remote write and queries. Loopback by default.
+    #[serde(deserialize_with = "crate::config::address::socket_addr")]
     pub listen: SocketAddr,
     /// Limits on pushed requests.
     pub limits: Limits,

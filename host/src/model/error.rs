@@ -78,7 +78,7 @@ pub enum ModelError {
     NotFound(String),
 
     /// A model reference is not `NAME@VERSION`.
-    #[error("invalid model reference `{0}`: expected NAME@VERSION, for example `umbra-default@2`")]
+    #[error("invalid model reference `{0}`: expected NAME@VERSION, for example `umbra-default@3`")]
     Reference(String),
 
     /// Writing an exported dataset failed.

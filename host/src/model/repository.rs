@@ -27,7 +27,7 @@ pub const DEFAULT_ONNX: &[u8] = include_bytes!("../../../models/default.onnx");
 pub const DEFAULT_METADATA: &[u8] = include_bytes!("../../../models/default.json");
 
 /// `NAME@VERSION` of the built-in default model, as `models/default.json` declares it.
-pub const DEFAULT_REFERENCE: &str = "umbra-default@2";
+pub const DEFAULT_REFERENCE: &str = "umbra-default@3";
 
 /// Name of the rule-based estimate where a model reference is expected.
 pub const RULE_BASED: &str = "rule-based";

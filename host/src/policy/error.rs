@@ -24,6 +24,16 @@ pub enum LoadError {
     /// The file's name does not say which back-end runs it.
     #[error("unknown policy type for `{path}`: expected a `.wasm` component or a `.rhai` script")]
     UnknownType { path: PathBuf },
+    /// The file does not start like a WebAssembly binary.
+    #[error(
+        "invalid policy component `{name}`: not a WebAssembly binary (it does not start with the bytes `\\0asm`): give the `.wasm` component that `cargo build --target wasm32-wasip2` writes"
+    )]
+    NotWasm { name: String },
+    /// The file is a core WebAssembly module, not a component.
+    #[error(
+        "invalid policy component `{name}`: a core WebAssembly module, not a component: build it for `wasm32-wasip2`, or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule { name: String },
     /// wasmtime could not compile the bytes as a component.
     #[error("invalid policy component `{name}`: not a WebAssembly component wasmtime can compile")]
     Compile {

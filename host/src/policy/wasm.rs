@@ -102,6 +102,17 @@ fn compile(name: &str, digest: &str, bytes: &[u8]) -> Result<Component, LoadErro
     {
         return Ok(component.clone());
     }
+    // wasmtime's own message for these cases dumps the expected bytes over many lines.
+    if !bytes.starts_with(b"\0asm") {
+        return Err(LoadError::NotWasm {
+            name: name.to_owned(),
+        });
+    }
+    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return Err(LoadError::CoreModule {
+            name: name.to_owned(),
+        });
+    }
     let component =
         Component::new(shared_engine(), bytes).map_err(|source| LoadError::Compile {
             name: name.to_owned(),

@@ -17,7 +17,7 @@ fn missing_feature_is_rejected() -> TestResult {
     );
     assert_eq!(
         error.to_string(),
-        "model `umbra-default@2` reads features the host cannot produce: `gc_pause_seconds`; the host produces feature set version 1"
+        "model `umbra-default@3` reads features the host cannot produce: `gc_pause_seconds`; the host produces feature set version 1"
     );
     Ok(())
 }
@@ -48,7 +48,7 @@ fn feature_count_mismatch_is_rejected() -> TestResult {
         .ok_or("model loaded with 16 declared features for a 17-wide input")?;
     assert_eq!(
         error.to_string(),
-        "model `umbra-default@2` has an unexpected shape: input `float_input` has shape [?, 17] but must be [N, 16] for the 16 declared features"
+        "model `umbra-default@3` has an unexpected shape: input `float_input` has shape [?, 17] but must be [N, 16] for the 16 declared features"
     );
     Ok(())
 }
@@ -62,7 +62,7 @@ fn missing_output_is_rejected() -> TestResult {
         .ok_or("model loaded with a wrong output name")?;
     assert_eq!(
         error.to_string(),
-        "model `umbra-default@2` has an unexpected shape: output `probability` is missing: the graph has [\"label\", \"probabilities\"]"
+        "model `umbra-default@3` has an unexpected shape: output `probability` is missing: the graph has [\"label\", \"probabilities\"]"
     );
     Ok(())
 }

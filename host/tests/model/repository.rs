@@ -46,11 +46,11 @@ fn repository_starts_with_built_in_default() -> TestResult {
     let models = repository.list()?;
     assert_eq!(models.len(), 1);
     assert!(models[0].built_in);
-    assert_eq!(models[0].metadata.reference(), "umbra-default@2");
+    assert_eq!(models[0].metadata.reference(), "umbra-default@3");
     assert_eq!(
         repository.active()?,
         ActiveChoice::Model {
-            reference: "umbra-default@2".to_owned()
+            reference: "umbra-default@3".to_owned()
         }
     );
     Ok(())
@@ -71,7 +71,7 @@ fn import_activate_and_roll_back() -> TestResult {
     assert_eq!(
         previous,
         ActiveChoice::Model {
-            reference: "umbra-default@2".to_owned()
+            reference: "umbra-default@3".to_owned()
         }
     );
     assert_eq!(
@@ -82,11 +82,11 @@ fn import_activate_and_roll_back() -> TestResult {
     );
 
     // Rolling back is activating the previous choice.
-    repository.activate("umbra-default@2")?;
+    repository.activate("umbra-default@3")?;
     assert_eq!(
         repository.active()?,
         ActiveChoice::Model {
-            reference: "umbra-default@2".to_owned()
+            reference: "umbra-default@3".to_owned()
         }
     );
     repository.activate(RULE_BASED)?;
@@ -192,7 +192,7 @@ fn activate_unknown_model_keeps_choice() -> TestResult {
     assert_eq!(
         repository.active()?,
         ActiveChoice::Model {
-            reference: "umbra-default@2".to_owned()
+            reference: "umbra-default@3".to_owned()
         }
     );
     Ok(())
@@ -208,7 +208,7 @@ fn predictor_follows_activation() -> TestResult {
     let batch = [healthy_asset(), stressed_asset()];
 
     let first = predictor.predict(&batch);
-    assert_eq!(source_name(&first[0].source), "umbra-default@2");
+    assert_eq!(source_name(&first[0].source), "umbra-default@3");
     assert!(first[1].probability > first[0].probability);
 
     repository.activate("small@1")?;
@@ -239,7 +239,7 @@ fn predictor_keeps_model_when_new_one_fails() -> TestResult {
         .put_bytes("model/small@1/onnx", b"damaged")?;
     let after = predictor.predict(&[stressed_asset()]);
 
-    assert_eq!(source_name(&after[0].source), "umbra-default@2");
+    assert_eq!(source_name(&after[0].source), "umbra-default@3");
     assert_eq!(after[0].probability, before[0].probability);
     assert_eq!(
         predictor.rejected(),

@@ -69,6 +69,16 @@ fn non_component_is_rejected() {
 
     let error = policy::load_file(&path, &SandboxLimits::default()).expect_err("junk");
 
-    assert!(matches!(error, LoadError::Compile { .. }), "{error}");
+    assert!(matches!(error, LoadError::NotWasm { .. }), "{error}");
     assert!(error.to_string().contains("junk.wasm"));
+
+    // A core module (the smallest valid one) is named as such.
+    std::fs::write(&path, b"\0asm\x01\0\0\0").expect("write");
+    let error = policy::load_file(&path, &SandboxLimits::default()).expect_err("core module");
+    assert!(matches!(error, LoadError::CoreModule { .. }), "{error}");
+
+    // A component header with a truncated body still reaches wasmtime.
+    std::fs::write(&path, b"\0asm\x0d\0\x01\0\x01").expect("write");
+    let error = policy::load_file(&path, &SandboxLimits::default()).expect_err("truncated");
+    assert!(matches!(error, LoadError::Compile { .. }), "{error}");
 }
