@@ -73,6 +73,9 @@ fn demo_rolls_back_failing_version() {
         "the demo took {:?}",
         started.elapsed()
     );
+    // Events are the timeline on stdout; the log on stderr does not repeat them.
+    let stderr = String::from_utf8_lossy(&output.2);
+    assert!(!stderr.contains("umbra::event"), "{stderr}");
 
     // The API saw live go v1 -> v2 -> v1, and confidence fall and recover.
     assert_eq!(live_versions, ["v1", "v2", "v1"], "{stdout}");

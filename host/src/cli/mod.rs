@@ -81,12 +81,18 @@ enum Command {
 /// which keeps cranelift, wasmtime and hyper internals quiet.
 pub fn init_tracing(cli: &Cli) {
     // The demo prints its own timeline; its log only shows problems.
-    let default = match cli.command {
-        Command::Demo(_) => "warn",
-        _ => "info,cranelift=warn,wasmtime=warn,hyper=warn",
+    let demo = matches!(cli.command, Command::Demo(_));
+    let default = if demo {
+        "warn"
+    } else {
+        "info,cranelift=warn,wasmtime=warn,hyper=warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if demo && let Ok(events_off) = "umbra::event=off".parse() {
+        // The timeline on stdout shows every event already.
+        filter = filter.add_directive(events_off);
+    }
     // Colours only for a terminal: a redirected log stays plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
