@@ -53,7 +53,7 @@ pub enum ConfigError {
     },
 }
 
-/// A hint for a file that exists but is no text, such as a binary given by mistake.
+/// Returns a hint for a file that exists but is not text, such as a binary given by mistake.
 fn read_hint(error: &std::io::Error) -> &'static str {
     if error.kind() == std::io::ErrorKind::InvalidData {
         " (a configuration is a UTF-8 TOML file: check that the path names one)"

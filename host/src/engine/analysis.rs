@@ -46,7 +46,7 @@ impl From<&EngineSettings> for Windows {
 }
 
 impl Windows {
-    /// The same windows without a warm-up when `model_twin` holds: a model
+    /// Returns the same windows without a warm-up for a model twin: a model
     /// twin has a warm-up of its own (`twin.warmup_ticks`), and the live
     /// process it forecasts is no fresh instance.
     pub fn without_warmup_for(self, model_twin: bool) -> Windows {
@@ -103,7 +103,7 @@ pub enum Progress {
 }
 
 impl Analysis {
-    /// A new analysis that warms up for at most `windows.warmup` windows,
+    /// Creates an analysis that warms up for at most `windows.warmup` windows,
     /// calibrates for `windows.calibration` windows, then compares over
     /// sliding windows of the same length.
     pub fn new(windows: Windows) -> Analysis {
@@ -258,7 +258,7 @@ impl Levels {
         Levels(medians)
     }
 
-    /// Whether every level present in both windows stayed within
+    /// Returns whether every level present in both windows stayed within
     /// [`SETTLED_CHANGE`] of its previous value, or within one unit.
     fn settled_into(&self, next: &Levels) -> bool {
         next.0.iter().all(|(key, &now)| {
@@ -371,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn warm_up_waits_for_a_growing_shadow_to_settle() {
+    fn warm_up_waits_for_settling() {
         let mut analysis = Analysis::new(windows(6));
         // The shadow grows by 5 % per window for three windows, then holds.
         for rss in [100e6, 105e6, 110e6, 115e6] {

@@ -59,7 +59,7 @@ pub fn describe(action: &Action) -> String {
     }
 }
 
-/// What an action does, without the figures in its message or reason: two
+/// Returns what an action does, without the figures in its message or reason: two
 /// decisions with the same keys are one sustained condition, recorded once,
 /// however the confidence or probability in their text moves from tick to tick.
 fn action_key(action: &Action) -> String {

@@ -4,7 +4,7 @@
 //! hands each request to a pool of `max_connections` workers, each with one keep-alive
 //! connection. The worker that went idle last gets the next request, as in a client's
 //! connection pool, so a low rate keeps using the few connections it already opened
-//! instead of opening every one: a server under test sees the connections its clients
+//! instead of opening every one: a server under test gets the connections its clients
 //! would open, not `max_connections` of them. When every worker is busy, requests wait
 //! in a queue of `queue_capacity`. A request that finds the queue full is dropped and
 //! counted as an error of class [`ErrorClass::Dropped`](crate::load::ErrorClass::Dropped).
@@ -118,7 +118,7 @@ impl Pool {
         }
     }
 
-    /// The next queued request, or a receiver for the next one offered while idle, or
+    /// Returns the next queued request, or a receiver for the next one offered while idle, or
     /// `None` once the pool is closed and drained.
     fn take(&self) -> Option<Result<Job, oneshot::Receiver<Job>>> {
         let mut state = self.lock();
@@ -222,8 +222,8 @@ pub async fn run_open(
 }
 
 /// Offers each request to the workers at its intended time, or drops it when the
-/// connections and the queue are full. Closing the pool at the end tells the workers
-/// that no more requests will come.
+/// connections and the queue are full. Closing the pool at the end signals to the
+/// workers that no more requests will come.
 async fn dispatch(
     plan: LoadPlan,
     started: Instant,
