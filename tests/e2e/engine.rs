@@ -281,6 +281,8 @@ fn healthy_deployment_bad_input_and_crash_recovery() {
         cleaned["adopted_live"].to_string().contains("shop-api/v1b"),
         "{cleaned}"
     );
+    // No failure profile ran, so no fault outlived the daemon.
+    assert_eq!(cleaned["faults_reversed"], 0, "{cleaned}");
     let report = status(api_port).expect("status after restart");
     assert_eq!(report["assets"][0]["version"], "v1b");
     assert_eq!(report["assets"][0]["version_status"], "known-good");

@@ -370,10 +370,11 @@ fn build(config: EngineConfig) -> Result<Built, EngineError> {
         }
         assets.push(asset);
     }
+    // A proxy of the earlier run died with it and leaves nothing to undo, so only what
+    // outlives a process counts: cgroups, lowered limits and mounts.
     let faults_reversed = match &fault_cleanup {
         Ok(report) => {
-            report.proxies.len()
-                + report.cgroups_removed.len()
+            report.cgroups_removed.len()
                 + report.limits_restored.len()
                 + report.mounts_removed.len()
         }
