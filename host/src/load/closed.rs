@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, debug, info_span};
 
 use crate::load::error::LoadError;
 use crate::load::http::HttpClient;
@@ -79,7 +79,7 @@ pub async fn run_closed(
 
     let span = info_span!("load_run", model = "closed", addr = %target.addr);
     async move {
-        info!(
+        debug!(
             connections = config.connections,
             dedicated_threads = config.dedicated_threads.map(NonZeroUsize::get),
             duration_ms = config.duration.map(|duration| duration.as_millis()),
@@ -119,7 +119,7 @@ pub async fn run_closed(
         if let Some(error) = spawn_error {
             return Err(LoadError::ThreadStart(error));
         }
-        info!(
+        debug!(
             requests = report.requests,
             errors = report.errors(),
             throughput_rps = report.throughput_rps,

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, debug, info_span};
 
 use crate::load::error::LoadError;
 use crate::load::http::HttpClient;
@@ -159,7 +159,7 @@ pub async fn run_open(
 
     let span = info_span!("load_run", model = "open", addr = %target.addr);
     async move {
-        info!(
+        debug!(
             max_connections = config.max_connections,
             dedicated_threads = config.dedicated_threads.map(NonZeroUsize::get),
             queue_capacity = config.queue_capacity,
@@ -207,7 +207,7 @@ pub async fn run_open(
         if let Some(error) = spawn_error {
             return Err(LoadError::ThreadStart(error));
         }
-        info!(
+        debug!(
             requests = report.requests,
             errors = report.errors(),
             dropped = report.dropped,

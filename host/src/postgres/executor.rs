@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::load::{LoadError, LoadPlan};
 use crate::postgres::cluster::{ClusterSpec, connect};
@@ -107,7 +107,7 @@ pub async fn run_sql_open_with_progress(
 
     let span = info_span!("sql_load_run", model = "open", shadow = %shadow);
     async move {
-        info!(
+        debug!(
             max_connections = config.max_connections,
             planned = plan.expected_requests(),
             "SQL load run started"
@@ -203,7 +203,7 @@ pub async fn run_sql_closed(
 
     let span = info_span!("sql_load_run", model = "closed", shadow = %shadow);
     async move {
-        info!(
+        debug!(
             connections = config.connections,
             duration_ms = config.duration.as_millis(),
             "SQL load run started"
@@ -264,7 +264,7 @@ async fn join_workers(mut workers: JoinSet<Tally>, mut total: Tally) -> Result<T
 }
 
 fn log_finished(report: &SqlReport) {
-    info!(
+    debug!(
         transactions = report.transactions,
         committed = report.committed,
         errors = report.errors.total(),
