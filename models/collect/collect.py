@@ -2,8 +2,8 @@
 and against PostgreSQL.
 
 A demo-service run starts `umbra run` with eight assets, each a version of the demo
-service (`versions/*.toml`) with its own capacity: two that hold every profile and six
-that fail at different intensities (`fail-400` holds in the runs whose top rate stays
+service (`versions/*.toml`) with its own capacity: two that pass every profile and six
+that fail at different intensities (`fail-400` passes in the runs whose top rate stays
 below its capacity). Simulated users send the run's baseline rate to every live
 instance with the demo service's `load` example.
 
@@ -85,8 +85,8 @@ RUNS.update(PG_RUNS)
 # Runs whose episodes form the held-out evaluation split; the others train the model.
 TEST_RUNS = ["late", "pg-steep"]
 
-# A transaction of the PostgreSQL load and of the users: it writes a row and holds its
-# connection for 100 ms.
+# Seconds each transaction of the PostgreSQL load and of the users keeps its connection
+# busy, after writing a row.
 PG_SLEEP_SECONDS = 0.1
 
 # Maximum time a run may take before the script gives up on it.
@@ -111,7 +111,7 @@ def profile_toml(run):
 
 
 def engine_header(name, index, work_dir):
-    """The engine, API, policy and model tables every run shares."""
+    """Return the engine, API, policy and model tables that every run shares."""
     return f"""# Written by models/collect/collect.py for the run `{name}`.
 [engine]
 tick_ms = {TICK_MS}

@@ -133,9 +133,9 @@ def main():
         "leave_one_run_out": leave_one_run_out(),
         # The held-out split mixes a demo-service run and a PostgreSQL run; each alone.
         "model_by_held_out_run": {
-            run: evaluate(test_frame[held].reset_index(drop=True), ort_test[held.to_numpy()])
+            run: evaluate(test_frame[in_run].reset_index(drop=True), ort_test[in_run.to_numpy()])
             for run in sorted(test_frame["run"].unique())
-            for held in [test_frame["run"] == run]
+            for in_run in [test_frame["run"] == run]
         },
     }
 

@@ -28,7 +28,7 @@ pub const QUANTILE_MIN_WINDOWS: usize = 5;
 pub const NOISE_QUANTILE: f64 = 0.9;
 
 /// A side of a live-versus-shadow window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Side {
     /// The live asset.
     Live,

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::analysis::{self, Direction, NoiseCalibrator};
+use crate::analysis::{self, Direction, NoiseCalibrator, Side};
 use crate::policy::types;
 
 use super::metrics::{COMPARED, LEVELS, TickValues};
@@ -238,7 +238,7 @@ impl Analysis {
 
 /// Window medians of the resource levels of both sides.
 #[derive(Debug, Clone, PartialEq)]
-struct Levels(BTreeMap<(&'static str, bool), f64>);
+struct Levels(BTreeMap<(&'static str, Side), f64>);
 
 impl Levels {
     fn of(
@@ -246,12 +246,12 @@ impl Levels {
         shadow: &BTreeMap<&'static str, VecDeque<f64>>,
     ) -> Levels {
         let mut medians = BTreeMap::new();
-        for (is_live, side) in [(true, live), (false, shadow)] {
+        for (side, windows) in [(Side::Live, live), (Side::Shadow, shadow)] {
             for metric in LEVELS {
-                if let Some(window) = side.get(metric).filter(|window| !window.is_empty()) {
+                if let Some(window) = windows.get(metric).filter(|window| !window.is_empty()) {
                     let values: Vec<f64> = window.iter().copied().collect();
                     let median = analysis::Summary::of(&values).median;
-                    medians.insert((metric, is_live), median);
+                    medians.insert((metric, side), median);
                 }
             }
         }

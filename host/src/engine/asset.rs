@@ -2,9 +2,9 @@
 //! the facts the policies decide on.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::{AssetConfig, ProfileConfig, ShadowKind};
+use crate::config::{AssetConfig, ProfileConfig, ShadowKind, SloConfig};
 use crate::policy::types::{AssetKind, AssetStatus, DriftAssessment, ShadowPhase, VersionStatus};
 
 use super::analysis::{Analysis, Windows};
@@ -29,6 +29,29 @@ pub struct Stress {
     pub requests: u64,
     /// Ends the profile's resource fault when dropped.
     pub fault_guard: Option<tokio_util::sync::DropGuard>,
+}
+
+impl Stress {
+    /// Returns whether the run is over: finished, or two ticks past its planned
+    /// duration, so a run whose last requests hang still ends.
+    pub fn is_over(&self, tick: Duration) -> bool {
+        self.run.is_finished() || self.run.elapsed() > self.run.duration + tick * 2
+    }
+
+    /// Returns the failure that ends the run at this tick: `failure` from the tick's
+    /// judgement, or, once the run is over, the whole run's error rate against the SLO.
+    pub fn verdict(
+        &self,
+        failure: Option<String>,
+        tick: Duration,
+        slo: &SloConfig,
+    ) -> Option<String> {
+        failure.or_else(|| {
+            self.is_over(tick)
+                .then(|| self.judge.conclude(slo))
+                .flatten()
+        })
+    }
 }
 
 /// A control shadow checking the known-good version before a rollback.
@@ -189,9 +212,15 @@ impl AssetState {
         &self.config.name
     }
 
+    /// Starts the live-versus-shadow analysis over, with a warm-up unless the asset
+    /// has a model twin.
+    pub fn restart_analysis(&mut self, windows: Windows) {
+        self.analysis = Analysis::new(windows.without_warmup_for(self.twin.is_some()));
+    }
+
     /// Resets everything learnt about the shadow of the previous version.
     pub fn reset_for_version(&mut self, windows: Windows) {
-        self.analysis = Analysis::new(windows.without_warmup_for(self.twin.is_some()));
+        self.restart_analysis(windows);
         self.drift = None;
         self.latest_load = None;
         self.peak_passed = self.status == Status::KnownGood;

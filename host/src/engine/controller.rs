@@ -583,12 +583,9 @@ impl Controller {
             }
         }
         let profile = stress.profile.clone();
-        let finished = stress.run.is_finished()
-            || stress.run.elapsed() > stress.run.duration + self.tick_duration() * 2;
-        if finished && failure.is_none() {
-            failure = stress.judge.conclude(&asset.config.slo);
-        }
-        if let Some(reason) = failure {
+        let tick = self.tick_duration();
+        let finished = stress.is_over(tick);
+        if let Some(reason) = stress.verdict(failure, tick, &asset.config.slo) {
             let reason = format!("{reason} under profile `{}`", profile.name);
             self.fail_shadow(asset, reason, Some(profile.name));
             return;
@@ -611,7 +608,7 @@ impl Controller {
             // warm caches) that its live twin never saw, so the noise floor
             // is measured again before drift counts.
             asset.phase = ShadowPhase::Calibrating;
-            asset.analysis = super::analysis::Analysis::new((&self.config.engine).into());
+            asset.restart_analysis((&self.config.engine).into());
             self.recorder.record(EngineEvent::ProfilePassed {
                 asset: asset.name().to_owned(),
                 role: Role::Shadow.as_str().to_owned(),

@@ -269,17 +269,8 @@ fn log(event: &EngineEvent) {
     use EngineEvent::*;
     // Events the timeline leaves out (a decision to hold, a stopped instance) are
     // logged as their JSON record.
-    let line = match event {
-        // The timeline keeps the first line of a start-up error; the log keeps the cause.
-        InstanceStartFailed {
-            asset,
-            role,
-            version,
-            error,
-        } => format!("{role} {asset} {version} failed to start: {error}"),
-        _ => super::timeline::line(event)
-            .unwrap_or_else(|| serde_json::to_string(event).unwrap_or_default()),
-    };
+    let line = super::timeline::line(event)
+        .unwrap_or_else(|| serde_json::to_string(event).unwrap_or_default());
     // The timeline pads its first column for the demo; a log line needs no padding.
     let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
     let asset = event.asset().unwrap_or("-");

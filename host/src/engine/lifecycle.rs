@@ -664,12 +664,9 @@ impl Controller {
                 failure.get_or_insert(reason);
             }
         }
-        let finished = control.stress.run.is_finished()
-            || control.stress.run.elapsed()
-                > control.stress.run.duration + self.tick_duration() * 2;
-        if finished && failure.is_none() {
-            failure = control.stress.judge.conclude(&asset.config.slo);
-        }
+        let tick = self.tick_duration();
+        let finished = control.stress.is_over(tick);
+        let failure = control.stress.verdict(failure, tick, &asset.config.slo);
         let to_version = control.to_version.clone();
         let reason = control.reason.clone();
         let summary = format!(

@@ -51,7 +51,7 @@ pub fn line(event: &EngineEvent) -> Option<String> {
             error,
         } => format!(
             "{role:<9} {asset} {version} failed to start: {}",
-            first_line(error)
+            one_line(error)
         ),
         InstanceExited {
             asset,
@@ -253,6 +253,12 @@ pub fn line(event: &EngineEvent) -> Option<String> {
     Some(text)
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
+/// Joins the lines of a multi-line error, such as one ending with a process's last log
+/// lines, so the event stays one line and keeps its cause.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }

@@ -3,9 +3,9 @@
 //! A dispatcher task walks the plan's intended send times ([`LoadPlan::arrivals`]) and
 //! hands each request to a pool of `max_connections` workers, each with one keep-alive
 //! connection. The worker that went idle last gets the next request, as in a client's
-//! connection pool, so a low rate keeps using the few connections it already opened
-//! instead of opening every one: a server under test gets the connections its clients
-//! would open, not `max_connections` of them. When every worker is busy, requests wait
+//! connection pool. A low rate therefore keeps using the few connections it already
+//! opened, and the server under test gets as many connections as its clients would
+//! open, not `max_connections`. When every worker is busy, requests wait
 //! in a queue of `queue_capacity`. A request that finds the queue full is dropped and
 //! counted as an error of class [`ErrorClass::Dropped`](crate::load::ErrorClass::Dropped).
 //!
