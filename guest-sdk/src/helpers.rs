@@ -42,7 +42,7 @@ pub fn level_for(score: f64, moderate: f64, significant: f64) -> DriftLevel {
 pub fn reason(comparison: &Comparison, verdict: &str) -> String {
     format!(
         "{}: {:+.1}% ({verdict}, p={:.1e}, noise floor {:.1}%)",
-        comparison.metric,
+        crate::metric_name(comparison.metric),
         comparison.relative_change * 100.0,
         comparison.p_value,
         comparison.noise_floor * 100.0,

@@ -4,7 +4,7 @@
 //! and write a thread-local test host that [`crate::testing`] fills, because
 //! the generated imports cannot run outside a component.
 
-use crate::Level;
+use crate::{Level, MetricId};
 
 /// Writes `message` to the host's log at `level`.
 pub fn log(level: Level, message: &str) {
@@ -19,6 +19,16 @@ pub fn now_ms() -> u64 {
 /// Returns the setting `name` for the asset being decided, if set.
 pub fn setting(name: &str) -> Option<String> {
     imp::setting(name)
+}
+
+/// Returns the name of metric `id`, the `metric` field of a
+/// [`Comparison`](crate::Comparison).
+///
+/// The first call for an id asks the host; later calls answer from a cache
+/// that lives as long as the policy instance, so the name crosses into the
+/// policy once.
+pub fn metric_name(id: MetricId) -> &'static str {
+    imp::metric_name(id)
 }
 
 /// Returns the numeric setting `name`, or `default` when it is unset or not a
@@ -64,8 +74,8 @@ pub fn setting_u64(name: &str, default: u64) -> u64 {
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use crate::Level;
     use crate::bindings::umbra::policy::host;
+    use crate::{Level, MetricId};
 
     pub fn log(level: Level, message: &str) {
         host::log(level, message);
@@ -78,12 +88,36 @@ mod imp {
     pub fn setting(name: &str) -> Option<String> {
         host::setting(name)
     }
+
+    std::thread_local! {
+        /// Names by id. A component instance is single-threaded and the host
+        /// numbers at most 65,536 names per instance, so leaking each name
+        /// once bounds the cache and lets it hand out `&'static str`.
+        static NAMES: std::cell::RefCell<Vec<Option<&'static str>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    pub fn metric_name(id: MetricId) -> &'static str {
+        NAMES.with(|names| {
+            let index = id as usize;
+            if let Some(Some(name)) = names.borrow().get(index) {
+                return *name;
+            }
+            let name: &'static str = Box::leak(host::metric_name(id).into_boxed_str());
+            let mut names = names.borrow_mut();
+            if names.len() <= index {
+                names.resize(index + 1, None);
+            }
+            names[index] = Some(name);
+            name
+        })
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    use crate::Level;
     use crate::testing::TEST_HOST;
+    use crate::{Level, MetricId};
 
     pub fn log(level: Level, message: &str) {
         TEST_HOST.with(|host| host.borrow_mut().logs.push((level, message.to_owned())));
@@ -95,5 +129,9 @@ mod imp {
 
     pub fn setting(name: &str) -> Option<String> {
         TEST_HOST.with(|host| host.borrow().settings.get(name).cloned())
+    }
+
+    pub fn metric_name(id: MetricId) -> &'static str {
+        crate::testing::metric_name(id)
     }
 }

@@ -1,7 +1,7 @@
 //! Guest SDK for Umbra policies.
 //!
 //! A policy is a WebAssembly component that implements one or more decisions
-//! of the `umbra:policy@0.1.0` contract (`wit/policy.wit`): drift assessment,
+//! of the `umbra:policy@0.2.0` contract (`wit/policy.wit`): drift assessment,
 //! load sequencing and remediation. This crate gives a policy author the
 //! generated types, a few helpers, an [`export!`] macro, and native stubs of
 //! the host functions so that `cargo test` runs a policy without wasmtime.
@@ -48,7 +48,7 @@ pub mod testing;
 pub use bindings::umbra::policy::host::Level;
 pub use bindings::umbra::policy::types::*;
 pub use helpers::{is_missing, level_for, reason, worse_change};
-pub use host::{log, now_ms, setting, setting_f64, setting_u64};
+pub use host::{log, metric_name, now_ms, setting, setting_f64, setting_u64};
 
 #[cfg(feature = "drift")]
 pub use bindings::exports::umbra::policy::drift::Guest as Drift;
@@ -62,7 +62,7 @@ pub use bindings::exports::umbra::policy::sequencer::Guest as Sequencer;
 /// The type implements one trait per enabled decision ([`Drift`],
 /// [`Sequencer`], [`Remediation`]). Invoke it once, at the crate root. The
 /// export only exists on `wasm32`: native builds (for `cargo test`) would
-/// otherwise emit symbols such as `umbra:policy/drift@0.1.0#assess` that a
+/// otherwise emit symbols such as `umbra:policy/drift@0.2.0#assess` that a
 /// native linker rejects.
 #[macro_export]
 macro_rules! export {

@@ -12,7 +12,10 @@
 //! }
 //! ```
 //!
-//! Inputs use the serde form of the generated types: record fields in
+//! Comparisons name their metric (`"metric": "latency_p99_seconds"`) as the
+//! host's JSON cases do; the harness numbers the names the way the host does
+//! (see [`metric_id`]). Other inputs use the serde form of the generated
+//! types: record fields in
 //! snake_case, enum cases in UpperCamelCase (`"HigherIsWorse"`), variants as
 //! `{ "Rollback": { ... } }`. The host's `umbra policy eval` reads the same
 //! files. Expectations by decision:
@@ -46,6 +49,72 @@ pub struct TestHost {
 
 thread_local! {
     pub(crate) static TEST_HOST: RefCell<TestHost> = RefCell::new(TestHost::default());
+}
+
+thread_local! {
+    /// Metric names numbered by [`metric_id`], by id. Never cleared, so an id
+    /// keeps its name for the thread's life, as for a component instance.
+    static METRIC_NAMES: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Returns the id of metric `name` on this thread, numbering new names from 0
+/// as the host does for an instance. Use it to build a
+/// [`Comparison`](crate::Comparison) in a native test.
+pub fn metric_id(name: &str) -> crate::MetricId {
+    METRIC_NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(index) = names.iter().position(|known| *known == name) {
+            return index as crate::MetricId;
+        }
+        names.push(Box::leak(name.to_owned().into_boxed_str()));
+        (names.len() - 1) as crate::MetricId
+    })
+}
+
+/// Returns the name numbered `id` by [`metric_id`], or an empty string, as
+/// the host answers for a number it never sent.
+pub(crate) fn metric_name(id: crate::MetricId) -> &'static str {
+    METRIC_NAMES.with(|names| names.borrow().get(id as usize).copied().unwrap_or(""))
+}
+
+/// A comparison as fixtures and the host's JSON cases write it: with the
+/// metric's name instead of its id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedComparison {
+    /// Metric name.
+    pub metric: String,
+    /// The live asset's samples.
+    pub live: crate::Summary,
+    /// The shadow's samples.
+    pub shadow: crate::Summary,
+    /// See [`Comparison::relative_change`](crate::Comparison::relative_change).
+    pub relative_change: f64,
+    /// See [`Comparison::hl_shift`](crate::Comparison::hl_shift).
+    pub hl_shift: f64,
+    /// See [`Comparison::p_value`](crate::Comparison::p_value).
+    pub p_value: f64,
+    /// See [`Comparison::noise_floor`](crate::Comparison::noise_floor).
+    pub noise_floor: f64,
+    /// Which way the metric gets worse.
+    pub direction: crate::Direction,
+}
+
+impl NamedComparison {
+    /// Returns the comparison a policy receives, numbering the name with
+    /// [`metric_id`].
+    pub fn numbered(&self) -> crate::Comparison {
+        crate::Comparison {
+            metric: metric_id(&self.metric),
+            live: self.live,
+            shadow: self.shadow,
+            relative_change: self.relative_change,
+            hl_shift: self.hl_shift,
+            p_value: self.p_value,
+            noise_floor: self.noise_floor,
+            direction: self.direction,
+        }
+    }
 }
 
 /// Replaces this thread's settings with `settings`.
@@ -178,8 +247,12 @@ impl Harness {
         match fixture.decision.as_str() {
             "drift" => {
                 let assess = self.drift.ok_or("the harness has no drift policy")?;
-                let (asset, comparisons) = arguments2(&fixture.input, "asset", "comparisons")?;
-                let actual = assess(asset, comparisons);
+                let (asset, comparisons): (_, Vec<NamedComparison>) =
+                    arguments2(&fixture.input, "asset", "comparisons")?;
+                let actual = assess(
+                    asset,
+                    comparisons.iter().map(NamedComparison::numbered).collect(),
+                );
                 if unchecked {
                     Ok(())
                 } else {

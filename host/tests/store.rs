@@ -394,3 +394,109 @@ async fn appends_beyond_queue_capacity_wait_and_succeed() -> TestResult {
     assert_eq!(points(&store, "q", &raw(T0, T0 + 3000))?.len(), 3000);
     Ok(())
 }
+
+#[test]
+fn closed_windows_move_to_block_files_and_stay_readable() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let window_start = T0 - T0 % (2 * HOUR_MS);
+    let samples: Vec<(i64, f64)> = (0..3 * 120)
+        .map(|i| (window_start + i * 60_000, i as f64))
+        .collect();
+    let now = window_start + 4 * HOUR_MS + 600_000;
+    let expected: Vec<Sample> = samples.iter().map(|&(t, v)| Sample::new(t, v)).collect();
+    let blk_files = |dir: &std::path::Path| -> usize {
+        std::fs::read_dir(dir.join("blocks"))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "blk"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    {
+        let store = Store::open(dir.path(), StoreConfig::default())?;
+        store.append(vec![series("m", &[], &samples)])?;
+        let stats = store.compact(now)?;
+        // The first two windows have closed; the third is still open.
+        assert_eq!(stats.chunks_sealed, 2);
+        assert_eq!(blk_files(dir.path()), 2);
+        let stats = store.stats()?;
+        assert_eq!(stats.chunks, 3);
+        assert!(stats.block_bytes > 0 && stats.disk_bytes > stats.block_bytes);
+        let everything = raw(window_start, window_start + 6 * HOUR_MS);
+        assert!(
+            points(&store, "m", &everything)? == expected,
+            "sealed samples differ"
+        );
+
+        // A late sample for a sealed window replaces the sealed one and is sealed again.
+        store.append(vec![series("m", &[], &[(window_start + 60_000, -1.0)])])?;
+        assert_eq!(store.compact(now)?.chunks_sealed, 1);
+        assert_eq!(blk_files(dir.path()), 3);
+    }
+    let store = Store::open(dir.path(), StoreConfig::default())?;
+    let mut expected = expected;
+    expected[1].value = -1.0;
+    let everything = raw(window_start, window_start + 6 * HOUR_MS);
+    assert!(
+        points(&store, "m", &everything)? == expected,
+        "reopened samples differ"
+    );
+    Ok(())
+}
+
+#[test]
+fn format_version_1_is_upgraded_in_place() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let store = Store::open(dir.path(), StoreConfig::default())?;
+        store.append(vec![series("m", &[], &[(T0, 1.0)])])?;
+        store.compact(T0)?;
+    }
+    {
+        let db = sled::open(dir.path())?;
+        db.open_tree("meta")?
+            .insert("format_version", &1u32.to_be_bytes())?;
+        db.flush()?;
+    }
+    let store = Store::open(dir.path(), StoreConfig::default())?;
+    assert_eq!(
+        points(&store, "m", &raw(T0, T0))?,
+        vec![Sample::new(T0, 1.0)]
+    );
+    store.compact(T0 + 24 * HOUR_MS)?;
+    assert_eq!(
+        points(&store, "m", &raw(T0, T0))?,
+        vec![Sample::new(T0, 1.0)]
+    );
+    drop(store);
+    let db = sled::open(dir.path())?;
+    let version = db.open_tree("meta")?.get("format_version")?;
+    assert_eq!(version.as_deref(), Some(&2u32.to_be_bytes()[..]));
+    Ok(())
+}
+
+#[test]
+fn late_samples_split_a_window_into_few_files() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path(), StoreConfig::default())?;
+    let window_start = T0 - T0 % (2 * HOUR_MS);
+    let now = window_start + 4 * HOUR_MS;
+    for i in 0..20 {
+        store.append(vec![series(
+            "m",
+            &[],
+            &[(window_start + i * 1000, i as f64)],
+        )])?;
+        store.compact(now)?;
+    }
+    let files = std::fs::read_dir(dir.path().join("blocks"))?.count();
+    assert!(files <= 9, "{files} block files for one window");
+    let got = points(&store, "m", &raw(window_start, now))?;
+    let expected: Vec<Sample> = (0..20)
+        .map(|i| Sample::new(window_start + i * 1000, i as f64))
+        .collect();
+    assert_eq!(got, expected);
+    Ok(())
+}

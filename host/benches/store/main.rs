@@ -68,7 +68,7 @@ fn main() -> BenchResult {
     }
     if args.iter().any(|a| a == "--ingest-only") {
         ingest_bench(
-            "large batches, sled flush only (fsync_on_commit = false)",
+            "large batches, write without fdatasync (fsync_on_commit = false)",
             4,
             10,
             2_000_000,
@@ -97,7 +97,7 @@ fn main() -> BenchResult {
         true,
     )?;
     ingest_bench(
-        "large batches, sled flush only (fsync_on_commit = false)",
+        "large batches, write without fdatasync (fsync_on_commit = false)",
         4,
         10,
         2_000_000,

@@ -63,6 +63,15 @@ pub fn run(plan: &SpaceRun) -> BenchResult {
                 chunks,
                 chunks as f64 / samples
             );
+            if std::env::var_os("UMBRA_BENCH_FILES").is_some() {
+                for entry in std::fs::read_dir(dir.path().join("umbra"))?.flatten() {
+                    println!(
+                        "    {:>12} {}",
+                        compare::dir_bytes(&entry.path()).max(entry.metadata()?.len()),
+                        entry.file_name().to_string_lossy()
+                    );
+                }
+            }
         }
     }
     drop(store);

@@ -71,7 +71,7 @@ pub enum LoadError {
     },
     /// The component implements none of the three decisions.
     #[error(
-        "policy `{name}` exports no decision: expected at least one of `umbra:policy/drift`, `umbra:policy/sequencer`, `umbra:policy/remediation` (version 0.1.0)"
+        "policy `{name}` exports no decision: expected at least one of `umbra:policy/drift`, `umbra:policy/sequencer`, `umbra:policy/remediation` (version 0.2.0)"
     )]
     NoDecision { name: String },
     /// A thresholds script lacks its function.
@@ -115,9 +115,9 @@ impl Decision {
     /// Returns the WIT interface that exports the decision.
     pub fn interface(self) -> &'static str {
         match self {
-            Decision::Drift => "umbra:policy/drift@0.1.0",
-            Decision::Sequencer => "umbra:policy/sequencer@0.1.0",
-            Decision::Remediation => "umbra:policy/remediation@0.1.0",
+            Decision::Drift => "umbra:policy/drift@0.2.0",
+            Decision::Sequencer => "umbra:policy/sequencer@0.2.0",
+            Decision::Remediation => "umbra:policy/remediation@0.2.0",
         }
     }
 }

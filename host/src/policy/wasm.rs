@@ -20,6 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::sandbox::{CapturedOutput, LogLimiter, MAX_LOG_LINE_BYTES, SandboxLimits, truncate};
 use super::types::{
     self, Action, AssetStatus, Comparison, DriftAssessment, LoadPlan, ProfileInfo, ServiceStatus,
+    WireComparison,
 };
 use super::{Decision, LoadError, PolicyError, Settings};
 
@@ -42,6 +43,11 @@ const FULL_32_BIT_RESERVATION: u64 = 1 << 32;
 
 /// Instance slots of the pooling allocator: live policy instances at once.
 const POOL_INSTANCES: u32 = 128;
+
+/// Metric names one instance may have numbered. An instance that reaches it is
+/// replaced by a fresh one, which bounds the names a long-lived instance and
+/// the guest's own cache of them hold.
+const MAX_METRIC_NAMES: usize = 65_536;
 
 fn engine_config(pooling: bool) -> Config {
     let mut config = Config::new();
@@ -156,14 +162,52 @@ fn deny_blocking(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Per-instance state: WASI with no capabilities, the memory limiter and the
-/// current call's settings.
+/// Per-instance state: WASI with no capabilities, the memory limiter, the
+/// current call's settings and the instance's metric numbering.
 struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
     settings: Arc<Settings>,
     logs: Arc<LogLimiter>,
+    metrics: MetricNames,
+}
+
+/// The numbers an instance knows metric names by (`metric-id` in the contract).
+#[derive(Default)]
+struct MetricNames {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl MetricNames {
+    /// Returns `comparisons` as the contract sends them, numbering new names.
+    fn wire(&mut self, comparisons: &[Comparison]) -> Vec<WireComparison> {
+        comparisons
+            .iter()
+            .map(|comparison| WireComparison {
+                metric: self.id(&comparison.metric),
+                live: comparison.live,
+                shadow: comparison.shadow,
+                relative_change: comparison.relative_change,
+                hl_shift: comparison.hl_shift,
+                p_value: comparison.p_value,
+                noise_floor: comparison.noise_floor,
+                direction: comparison.direction,
+            })
+            .collect()
+    }
+
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        // `call` replaces an instance long before its numbering nears u32::MAX.
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
 }
 
 impl WasiView for GuestState {
@@ -199,6 +243,14 @@ impl types::umbra::policy::host::Host for GuestState {
 
     fn setting(&mut self, name: String) -> Option<String> {
         self.settings.get(&name).cloned()
+    }
+
+    fn metric_name(&mut self, id: u32) -> String {
+        self.metrics
+            .names
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -355,9 +407,12 @@ impl WasmPolicy {
     ) -> Result<DriftAssessment, PolicyError> {
         self.call(Decision::Drift, settings, |instance| {
             match &instance.drift {
-                Some(guest) => guest
-                    .call_assess(&mut instance.store, asset, comparisons)
-                    .map(Some),
+                Some(guest) => {
+                    let wire = instance.store.data_mut().metrics.wire(comparisons);
+                    guest
+                        .call_assess(&mut instance.store, asset, &wire)
+                        .map(Some)
+                }
                 None => Ok(None),
             }
         })
@@ -415,8 +470,10 @@ impl WasmPolicy {
         }
         let mut slot = self.reused.lock().unwrap_or_else(PoisonError::into_inner);
         let mut instance = match slot.take() {
-            Some(instance) => instance,
-            None => self
+            Some(instance) if instance.store.data().metrics.names.len() < MAX_METRIC_NAMES => {
+                instance
+            }
+            _ => self
                 .instantiate(settings, self.limits.deadline())
                 .map_err(|error| self.classify(decision, None, error))?,
         };
@@ -467,6 +524,7 @@ impl WasmPolicy {
             },
             settings: Arc::clone(settings),
             logs: Arc::clone(&self.logs),
+            metrics: MetricNames::default(),
         };
         let mut store = Store::new(shared_engine(), state);
         store.limiter(|state| &mut state.limiter);

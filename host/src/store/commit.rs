@@ -1,6 +1,6 @@
-//! Group commit: one writer thread takes every pending append off a queue, writes them as one
-//! head record, flushes sled once, and only then acknowledges each of them. Many small
-//! appends share one fsync, so durable acknowledgement stays cheap per sample.
+//! Group commit: one writer thread takes every pending append off a queue, appends them to the
+//! head's write-ahead log with one fdatasync, and only then acknowledges each of them. Many
+//! small appends share one fsync, so durable acknowledgement stays cheap per sample.
 
 use std::sync::Arc;
 
@@ -10,7 +10,6 @@ use tokio::sync::oneshot;
 
 use super::db::Shared;
 use super::error::StoreError;
-use super::head::encode_record;
 use super::sample::{Sample, SeriesSamples};
 
 /// One append waiting for the writer.
@@ -19,8 +18,7 @@ pub(crate) struct PendingAppend {
     pub(crate) done: oneshot::Sender<Result<usize, Arc<StoreError>>>,
 }
 
-/// Maximum number of entries in one head record: 4096 × 24 bytes = 96 KiB, below sled's 128 KiB blob
-/// threshold.
+/// Maximum number of entries in one head record (96 KiB).
 const MAX_RECORD_ENTRIES: usize = 4096;
 
 /// Runs the writer loop until every sender is dropped.
@@ -59,10 +57,12 @@ fn count(batch: &[SeriesSamples]) -> usize {
     batch.iter().map(|s| s.samples.len()).sum()
 }
 
-/// Writes one head record for the whole group, flushes, then applies it to the in-memory head.
+/// Writes the group's head records to the write-ahead log, makes them durable, then applies
+/// them to the in-memory head.
 fn commit_group(shared: &Shared, group: &[PendingAppend]) -> Result<(), StoreError> {
     let mut entries: Vec<(u64, Sample)> =
         Vec::with_capacity(group.iter().map(|a| count(&a.batch)).sum());
+    let known_series = shared.registry.len();
     for append in group {
         for series in &append.batch {
             let id = shared.registry.resolve(&series.labels)?;
@@ -72,28 +72,21 @@ fn commit_group(shared: &Shared, group: &[PendingAppend]) -> Result<(), StoreErr
     if entries.is_empty() {
         return Ok(());
     }
+    if shared.registry.len() != known_series {
+        // New series live in sled; they are made durable before any sample that uses them.
+        shared.sync_sled()?;
+    }
 
-    // sled 0.34 stores a value larger than a quarter of its 512 KiB segment in a separate
-    // blob file that it never fsyncs, so records are cut below that size.
-    let mut records = Vec::with_capacity(entries.len() / MAX_RECORD_ENTRIES + 1);
-    for part in entries.chunks(MAX_RECORD_ENTRIES) {
-        let seq = shared
-            .next_seq
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        shared
-            .head_tree
-            .insert(seq.to_be_bytes(), encode_record(part))?;
-        records.push((seq, part));
-    }
-    shared.db.flush()?;
-    if let Some(log) = &shared.log_file {
-        // sled's flush ends in sync_file_range on Linux, which flushes neither the disk's
-        // write cache nor the file size; fdatasync on the log file does both.
-        log.sync_data().map_err(|source| StoreError::Io {
-            action: format!("fdatasync of `{}`", shared.path.join("db").display()),
-            source,
-        })?;
-    }
+    let records: Vec<(u64, &[(u64, Sample)])> = entries
+        .chunks(MAX_RECORD_ENTRIES)
+        .map(|part| {
+            let seq = shared
+                .next_seq
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (seq, part)
+        })
+        .collect();
+    shared.wal_lock().append(&records)?;
 
     let mut head = shared.head_write();
     for (seq, part) in records {

@@ -1,14 +1,18 @@
 //! Compaction moves head samples into compressed chunks, one chunk per series and time
-//! window, then applies retention and downsampling to old chunks.
+//! window, seals the chunks of windows that have closed into block files (see
+//! [`super::blocks`]), then applies retention and downsampling to old chunks.
 //!
 //! Crash safety rests on idempotence rather than on a cross-tree transaction: chunks are
 //! written and flushed before the head records they came from are deleted, and merging a
 //! sample into a chunk that already contains its timestamp replaces it with the same value.
 //! A crash in between leaves the samples in both places, and the next compaction merges
-//! them again without duplicates.
+//! them again without duplicates. Sealing follows the same rule: the block file is durable
+//! before the sled chunks it holds are deleted, and queries merge both.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use super::blocks::NewBlock;
 use super::chunk::{self, ChunkData, Rollup};
 use super::db::{Shared, Store};
 use super::error::StoreError;
@@ -22,6 +26,8 @@ pub struct CompactStats {
     pub samples: usize,
     /// Chunks written or rewritten from head samples.
     pub chunks_written: usize,
+    /// Chunks of closed windows moved from sled into block files.
+    pub chunks_sealed: usize,
     /// Raw chunks replaced by rollups.
     pub chunks_downsampled: usize,
     /// Chunks deleted by retention.
@@ -36,6 +42,9 @@ impl Store {
         let _running = shared.compaction.lock().unwrap_or_else(|e| e.into_inner());
         let mut stats = CompactStats::default();
 
+        // Records written from here on go to a new segment of the write-ahead log, so the
+        // segments closed now can be deleted once their records are in chunks.
+        shared.wal_lock().rotate()?;
         let (frozen, upto_seq) = shared.head_write().freeze();
         let window = shared.config.chunk_window_ms();
         for (&id, samples) in frozen.iter() {
@@ -47,7 +56,8 @@ impl Store {
                 stats.chunks_written += 1;
             }
         }
-        shared.db.flush()?;
+        // The chunks must be durable before the log segments that held their samples go.
+        shared.sync_sled()?;
 
         if let Some(upto) = upto_seq {
             let mut batch = sled::Batch::default();
@@ -56,9 +66,12 @@ impl Store {
             }
             shared.head_tree.apply_batch(batch)?;
         }
+        shared.wal_lock().remove_upto(upto_seq)?;
         shared.head_write().release_frozen();
 
+        seal(shared, now_ms, &mut stats)?;
         age_chunks(shared, now_ms, &mut stats)?;
+        age_blocks(shared, now_ms, &mut stats)?;
         shared.db.flush()?;
         tracing::debug!(?stats, "compacted metric store");
         Ok(stats)
@@ -113,6 +126,10 @@ fn write_window(
 ) -> Result<(), StoreError> {
     let key = series_ts_key(id, start);
     let encoded = match shared.chunks.get(key)? {
+        // A late sample for a window whose block was already downsampled stays a rollup.
+        None if sealed_as_rollup(shared, id, start)? => {
+            chunk::encode_rollup(&rollup(samples, downsample_step_ms(shared).unwrap_or(1)))?
+        }
         None => chunk::encode_raw(samples)?,
         Some(existing) => match chunk::decode(&existing)? {
             ChunkData::Raw(old) => chunk::encode_raw(&merge(old, samples))?,
@@ -125,6 +142,143 @@ fn write_window(
     };
     shared.chunks.insert(key, encoded)?;
     Ok(())
+}
+
+/// Whether the sealed chunks of series `id` in the window at `start` end in a rollup.
+fn sealed_as_rollup(shared: &Shared, id: u64, start: i64) -> Result<bool, StoreError> {
+    let blocks = shared.blocks_read();
+    if !blocks.contains(start) {
+        return Ok(false);
+    }
+    Ok(match blocks.read(id, start, start)?.last() {
+        Some(bytes) => matches!(chunk::decode(bytes)?, ChunkData::Rollup(_)),
+        None => false,
+    })
+}
+
+/// Moves the sled chunks of every window that ended at least one compaction interval
+/// before `now_ms` into block files, one file per window.
+fn seal(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<(), StoreError> {
+    let window = shared.config.chunk_window_ms();
+    let grace_ms =
+        (shared.config.compact_interval_seconds.saturating_mul(1000)).min(i64::MAX as u64) as i64;
+    let sealed_before = now_ms.saturating_sub(grace_ms);
+    let mut closed: BTreeMap<i64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    let mut keys = Vec::new();
+    for entry in shared.chunks.iter() {
+        let (key, value) = entry?;
+        let Some((id, start)) = split_series_ts_key(&key) else {
+            continue;
+        };
+        if start.saturating_add(window) <= sealed_before {
+            closed.entry(start).or_default().push((id, value.to_vec()));
+            keys.push(key);
+        }
+    }
+    if closed.is_empty() {
+        return Ok(());
+    }
+    for (window_start, chunks) in closed {
+        stats.chunks_sealed += chunks.len();
+        shared.blocks_write().write(NewBlock {
+            window_start,
+            chunks,
+            replaces_window: false,
+        })?;
+    }
+    let mut batch = sled::Batch::default();
+    for key in keys {
+        batch.remove(key);
+    }
+    shared.chunks.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Files a window may collect from late samples before compaction merges them into one.
+const MAX_FILES_PER_WINDOW: usize = 8;
+
+/// Deletes block windows past retention, rewrites raw block windows past
+/// `downsample.after_seconds` as rollups, and merges windows that late samples split into
+/// many files.
+fn age_blocks(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<(), StoreError> {
+    let window = shared.config.chunk_window_ms();
+    let retention_cutoff = shared
+        .config
+        .retention_seconds
+        .map(|s| now_ms.saturating_sub(s.saturating_mul(1000) as i64));
+    let downsample = shared.config.downsample.as_ref().map(|d| {
+        (
+            now_ms.saturating_sub(d.after_seconds.saturating_mul(1000) as i64),
+            downsample_step_ms(shared).unwrap_or(1),
+        )
+    });
+    let windows = shared.blocks_read().windows();
+    for (start, files) in windows {
+        let end = start.saturating_add(window);
+        if retention_cutoff.is_some_and(|cutoff| end <= cutoff) {
+            stats.chunks_deleted += shared.blocks_write().remove_window(start)? as usize;
+            continue;
+        }
+        let rollup_step = downsample.and_then(|(cutoff, step)| (end <= cutoff).then_some(step));
+        if rollup_step.is_some() || files > MAX_FILES_PER_WINDOW {
+            rewrite_block(shared, start, rollup_step, stats)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the block window at `start` as one file: as rollups of `rollup_step` when given
+/// and any chunk of the window is raw, or with each series' chunks merged when the window has
+/// more than one file.
+fn rewrite_block(
+    shared: &Shared,
+    start: i64,
+    rollup_step: Option<i64>,
+    stats: &mut CompactStats,
+) -> Result<(), StoreError> {
+    let chunks = shared.blocks_read().read_window(start)?;
+    let mut series: HashMap<u64, (Vec<Sample>, Vec<Rollup>)> = HashMap::new();
+    let mut has_raw = false;
+    let mut parts = 0;
+    for (id, bytes) in chunks {
+        parts += 1;
+        let (raw, rollups) = series.entry(id).or_default();
+        match chunk::decode(&bytes)? {
+            ChunkData::Raw(samples) => {
+                has_raw = true;
+                *raw = merge(std::mem::take(raw), &samples);
+            }
+            ChunkData::Rollup(steps) => *rollups = merge_rollups(std::mem::take(rollups), &steps),
+        }
+    }
+    let rollup_step = rollup_step.filter(|_| has_raw);
+    if rollup_step.is_none() && parts == series.len() {
+        return Ok(());
+    }
+    let mut rewritten = Vec::with_capacity(series.len());
+    for (id, (raw, rollups)) in series {
+        let encoded = match rollup_step {
+            Some(step) => {
+                if !raw.is_empty() {
+                    stats.chunks_downsampled += 1;
+                }
+                chunk::encode_rollup(&merge_rollups(rollups, &rollup(&raw, step)))?
+            }
+            None if rollups.is_empty() => chunk::encode_raw(&raw)?,
+            // A file holds one chunk per series, so raw samples of a downsampled window
+            // join its rollups.
+            None => {
+                let step = downsample_step_ms(shared).unwrap_or(1);
+                chunk::encode_rollup(&merge_rollups(rollups, &rollup(&raw, step)))?
+            }
+        };
+        rewritten.push((id, encoded));
+    }
+    shared.blocks_write().write(NewBlock {
+        window_start: start,
+        chunks: rewritten,
+        replaces_window: true,
+    })
 }
 
 fn downsample_step_ms(shared: &Shared) -> Option<i64> {

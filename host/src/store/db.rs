@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::blocks::Blocks;
 use super::commit::{PendingAppend, run_writer};
 use super::config::StoreConfig;
 use super::error::StoreError;
@@ -17,11 +18,24 @@ use super::kv::KvTree;
 use super::sample::SeriesSamples;
 use super::selector::Selector;
 use super::series::{Labels, SeriesRegistry};
+use super::wal::Wal;
 
 /// Version of the on-disk layout that this build writes. Bump it whenever a key or value
 /// encoding changes, so that an older or newer build rejects the directory instead of
 /// misreading it.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Older format versions that this build opens and upgrades in place. Version 1 kept the head
+/// and every chunk in sled; version 2 writes the head to a write-ahead log and moves the
+/// chunks of closed windows into block files. Opening a version 1 store replays its sled head
+/// records, and compaction moves them and its chunks to the new places.
+const UPGRADABLE_VERSIONS: [u32; 1] = [1];
+
+/// Directory of the block files, inside the store's directory.
+const BLOCKS_DIR: &str = "blocks";
+
+/// Directory of the head's write-ahead log, inside the store's directory.
+const WAL_DIR: &str = "wal";
 
 /// Appends that may wait for the writer; further appends wait for room (backpressure).
 const QUEUE_CAPACITY: usize = 1024;
@@ -35,8 +49,11 @@ pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     pub(crate) config: StoreConfig,
     pub(crate) registry: SeriesRegistry,
+    /// Head records of a version 1 store, until compaction has moved them into chunks.
     pub(crate) head_tree: sled::Tree,
+    pub(crate) wal: Mutex<Wal>,
     pub(crate) chunks: sled::Tree,
+    pub(crate) blocks: RwLock<Blocks>,
     pub(crate) head: RwLock<Head>,
     pub(crate) next_seq: AtomicU64,
     pub(crate) compaction: Mutex<()>,
@@ -51,6 +68,32 @@ impl Shared {
 
     pub(crate) fn head_write(&self) -> RwLockWriteGuard<'_, Head> {
         self.head.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Flushes sled and, with `fsync_on_commit`, fdatasyncs its log file: sled's flush ends
+    /// in sync_file_range on Linux, which flushes neither the disk's write cache nor the file
+    /// size.
+    pub(crate) fn sync_sled(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        if let Some(log) = &self.log_file {
+            log.sync_data().map_err(|source| StoreError::Io {
+                action: format!("fdatasync of `{}`", self.path.join("db").display()),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wal_lock(&self) -> std::sync::MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn blocks_read(&self) -> RwLockReadGuard<'_, Blocks> {
+        self.blocks.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn blocks_write(&self) -> RwLockWriteGuard<'_, Blocks> {
+        self.blocks.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -115,7 +158,9 @@ impl Store {
         let registry = SeriesRegistry::open(&db)?;
         let head_tree = db.open_tree("head")?;
         let chunks = db.open_tree("chunks")?;
-        let (head, next_seq) = replay_head(&head_tree)?;
+        let blocks = Blocks::open(path.join(BLOCKS_DIR))?;
+        let (wal, from_wal) = Wal::open(path.join(WAL_DIR), config.fsync_on_commit)?;
+        let (head, next_seq) = replay_head(&head_tree, from_wal)?;
         let log_file = if config.fsync_on_commit {
             let log_path = path.join("db");
             let file = std::fs::File::open(&log_path).map_err(|source| StoreError::Io {
@@ -143,7 +188,9 @@ impl Store {
             config,
             registry,
             head_tree,
+            wal: Mutex::new(wal),
             chunks,
+            blocks: RwLock::new(blocks),
             head: RwLock::new(head),
             next_seq: AtomicU64::new(next_seq),
             compaction: Mutex::new(()),
@@ -248,8 +295,10 @@ impl Store {
 
     /// Counters that describe the store's size.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let mut chunk_bytes = 0u64;
-        let mut chunks = 0u64;
+        let blocks = self.shared.blocks_read().stats();
+        let head_log_bytes = self.shared.wal_lock().bytes();
+        let mut chunk_bytes = blocks.chunk_bytes;
+        let mut chunks = blocks.chunks;
         for entry in self.shared.chunks.iter() {
             let (_, value) = entry?;
             chunk_bytes += value.len() as u64;
@@ -260,7 +309,9 @@ impl Store {
             head_samples: self.shared.head_read().len(),
             chunks,
             chunk_bytes,
-            disk_bytes: self.shared.db.size_on_disk()?,
+            block_bytes: blocks.file_bytes,
+            head_log_bytes,
+            disk_bytes: self.shared.db.size_on_disk()? + blocks.file_bytes + head_log_bytes,
         })
     }
 }
@@ -272,11 +323,17 @@ pub struct StoreStats {
     pub series: usize,
     /// Samples in the head, waiting for compaction.
     pub head_samples: usize,
-    /// Number of compressed chunks.
+    /// Number of compressed chunks, in sled and in block files.
     pub chunks: u64,
-    /// Total size of the compressed chunk values, in bytes (keys and sled overhead excluded).
+    /// Total size of the compressed chunks, in bytes (keys, indexes and sled overhead
+    /// excluded).
     pub chunk_bytes: u64,
-    /// Size of the sled directory on disk as sled reports it, in bytes.
+    /// Size of the block files, in bytes.
+    pub block_bytes: u64,
+    /// Size of the head's write-ahead log, in bytes.
+    pub head_log_bytes: u64,
+    /// Size of the store on disk: sled's files as sled reports them, the block files and
+    /// the write-ahead log, in bytes.
     pub disk_bytes: u64,
 }
 
@@ -289,6 +346,12 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
             .try_into()
             .map(u32::from_be_bytes)
             .map_err(|_| super::error::corrupt("meta", "format version is not 4 bytes"))?;
+        if UPGRADABLE_VERSIONS.contains(&found) {
+            meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            db.flush()?;
+            tracing::info!(path = %path.display(), from = found, to = FORMAT_VERSION, "upgraded the metric store's format");
+            return Ok(());
+        }
         if found != FORMAT_VERSION {
             return Err(StoreError::IncompatibleFormat {
                 path: path.to_path_buf(),
@@ -315,8 +378,12 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Loads every head record into memory; returns the head and the next sequence number.
-fn replay_head(tree: &sled::Tree) -> Result<(Head, u64), StoreError> {
+/// Loads every head record into memory, those a version 1 store kept in sled first; returns
+/// the head and the next sequence number.
+fn replay_head(
+    tree: &sled::Tree,
+    from_wal: super::wal::Replayed,
+) -> Result<(Head, u64), StoreError> {
     let mut head = Head::default();
     let mut next_seq = 0;
     for entry in tree.iter() {
@@ -325,6 +392,10 @@ fn replay_head(tree: &sled::Tree) -> Result<(Head, u64), StoreError> {
             .ok_or_else(|| super::error::corrupt("head", "key is not 8 bytes"))?;
         head.apply(seq, &decode_record(&value)?);
         next_seq = seq + 1;
+    }
+    for (seq, entries) in from_wal {
+        head.apply(seq, &entries);
+        next_seq = next_seq.max(seq + 1);
     }
     Ok((head, next_seq))
 }

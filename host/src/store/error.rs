@@ -60,6 +60,18 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// A block file of sealed chunks is damaged.
+    #[error(
+        "block file `{path}` is damaged: {detail}. Restore it from a backup, or move it out of the \
+         store's `blocks` directory to open the store without the samples it held"
+    )]
+    CorruptBlock {
+        /// Path of the block file.
+        path: PathBuf,
+        /// Description of the defect.
+        detail: String,
+    },
+
     /// The chunk codec failed to compress or decompress a column.
     #[error("chunk codec failed")]
     Codec(#[from] pco::errors::PcoError),

@@ -27,6 +27,7 @@
 //!
 //! See `docs/STORE.md` for the durability guarantees and the on-disk layout.
 
+mod blocks;
 mod chunk;
 mod commit;
 mod compact;
@@ -41,6 +42,7 @@ mod query;
 mod sample;
 mod selector;
 mod series;
+mod wal;
 
 pub use chunk::{ChunkData, Rollup, decode as decode_chunk, encode_raw as encode_raw_chunk};
 pub use compact::{CompactStats, now_ms};

@@ -91,8 +91,8 @@ impl Store {
     ) -> Result<Vec<Observation>, StoreError> {
         let shared = &*self.shared;
         let window = shared.config.chunk_window_ms();
-        let first = series_ts_key(id, window_start(start_ms, window));
-        let last = series_ts_key(id, window_start(end_ms, window));
+        let first = window_start(start_ms, window);
+        let last = window_start(end_ms, window);
 
         // The head is read before the chunks. A compaction that runs in between moves head
         // samples into chunks, so they are read twice and deduplicated, never missed.
@@ -101,10 +101,23 @@ impl Store {
             .head_read()
             .read(id, start_ms, end_ms, &mut from_head);
 
+        // sled's chunks are read before the block files. Sealing moves chunks from sled into
+        // blocks, so a chunk sealed in between is read twice, never missed.
+        let mut from_sled = Vec::new();
+        for entry in shared
+            .chunks
+            .range(series_ts_key(id, first)..=series_ts_key(id, last))
+        {
+            from_sled.push(entry?.1.to_vec());
+        }
+        // Block chunks are older than sled's (a window's late samples go to sled again), so
+        // they come first and lose on equal timestamps.
+        let mut chunks = shared.blocks_read().read(id, first, last)?;
+        chunks.extend(from_sled);
+
         let mut raw = Vec::new();
         let mut rollups = Vec::new();
-        for entry in shared.chunks.range(first..=last) {
-            let (_, value) = entry?;
+        for value in chunks {
             match chunk::decode(&value)? {
                 ChunkData::Raw(samples) => raw.extend(
                     samples

@@ -124,7 +124,7 @@ fn replacement_missing_a_decision_keeps_previous() {
         })
         .expect("a reload failure event");
     assert!(
-        message.contains("umbra:policy/sequencer@0.1.0"),
+        message.contains("umbra:policy/sequencer@0.2.0"),
         "{message}"
     );
 }

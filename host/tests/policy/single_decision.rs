@@ -56,7 +56,7 @@ fn component_missing_configured_decision_is_rejected() {
         }
     ));
     assert!(
-        error.to_string().contains("umbra:policy/remediation@0.1.0"),
+        error.to_string().contains("umbra:policy/remediation@0.2.0"),
         "{error}"
     );
 }

@@ -37,7 +37,7 @@ impl umbra_guest::Drift for DefaultPolicy {
             if umbra_guest::is_missing(comparison) {
                 reasons.push(format!(
                     "{}: not compared, missing or non-finite on one side",
-                    comparison.metric
+                    umbra_guest::metric_name(comparison.metric)
                 ));
                 continue;
             }
