@@ -202,7 +202,7 @@ async fn compare(dir: &Path, minutes: f64) -> BenchResult {
         per(stats.chunk_bytes, umbra_samples as f64)
     );
     println!(
-        "Umbra sled directory after compaction: {umbra_dir_bytes} bytes = {:.2} bytes/sample",
+        "Umbra whole store directory after compaction: {umbra_dir_bytes} bytes = {:.2} bytes/sample",
         per(umbra_dir_bytes, umbra_samples as f64)
     );
     println!(

@@ -595,3 +595,41 @@ impl WasmPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::types::{Direction, Summary};
+
+    fn named(metric: &str) -> Comparison {
+        let summary = Summary {
+            count: 1,
+            median: 1.0,
+            mean: 1.0,
+            p90: 1.0,
+            min: 1.0,
+            max: 1.0,
+        };
+        Comparison {
+            metric: metric.to_owned(),
+            live: summary,
+            shadow: summary,
+            relative_change: 0.0,
+            hl_shift: 0.0,
+            p_value: 1.0,
+            noise_floor: 0.0,
+            direction: Direction::Either,
+        }
+    }
+
+    #[test]
+    fn metric_numbers_stay_fixed_as_names_arrive() {
+        let mut names = MetricNames::default();
+        let first = names.wire(&[named("cpu"), named("latency")]);
+        let second = names.wire(&[named("errors"), named("cpu")]);
+        let ids = |wire: &[WireComparison]| wire.iter().map(|c| c.metric).collect::<Vec<_>>();
+        assert_eq!(ids(&first), vec![0, 1]);
+        assert_eq!(ids(&second), vec![2, 0]);
+        assert_eq!(names.names, vec!["cpu", "latency", "errors"]);
+    }
+}

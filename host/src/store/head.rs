@@ -1,9 +1,9 @@
-//! The head: samples that are durable in sled but not yet compacted into chunks.
+//! The head: samples that are durable but not yet compacted into chunks.
 //!
-//! Every group commit writes one record to the `head` tree, keyed by a sequence number
-//! (u64 BE), holding `(series id u64 BE, timestamp i64 BE, value bits u64 BE)` triples. The
+//! Every group commit writes records to the write-ahead log ([`super::wal`]), each with a
+//! sequence number and `(series id u64 BE, timestamp i64 BE, value bits u64 BE)` triples. The
 //! same samples are kept in memory, per series and sorted by time, so queries read the head
-//! without touching sled. On open the records are replayed into memory.
+//! without touching the disk. On open the records are replayed into memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;

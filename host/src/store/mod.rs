@@ -1,12 +1,14 @@
-//! The metric store: time series, events and engine state in one sled database.
+//! The metric store: time series, events and engine state in one directory.
 //!
 //! A series is a metric name plus sorted labels ([`Labels`]), mapped to a numeric id. An
 //! append ([`Store::append`]) goes through one writer thread that groups concurrent appends
-//! into one head record and one `flush()`, and returns only after that flush, so an
-//! acknowledged sample survives a crash of the process. Compaction ([`Store::compact`],
-//! run in the background by [`Store::spawn_compactor`]) moves head samples into compressed
-//! chunks per series and time window (`pco` columns), deletes chunks past retention and
-//! downsamples old ones. Queries ([`Store::query`]) read chunks and head as one sequence.
+//! into one write to the head's write-ahead log and one fdatasync, and returns only after
+//! it, so an acknowledged sample survives a crash of the process. Compaction
+//! ([`Store::compact`], run in the background by [`Store::spawn_compactor`]) moves head
+//! samples into compressed chunks per series and time window (`pco` columns), seals the
+//! chunks of closed windows into immutable block files, deletes chunks past retention and
+//! downsamples old ones. Queries ([`Store::query`]) read blocks, chunks and head as one
+//! sequence. sled holds the series index, the chunks of open windows, events and state.
 //!
 //! Besides series, the store offers append-only event logs ([`EventLog`]) and key/value
 //! trees ([`KvTree`]) for the engine's events, deployments, models, audit log and state.

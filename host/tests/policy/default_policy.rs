@@ -142,3 +142,38 @@ fn default_wasm_matches_source() {
         "policies/default.wasm is stale: run `policies/build.sh` and commit the result"
     );
 }
+
+#[test]
+fn reasons_name_the_right_metric_across_reused_calls() {
+    // The component numbers metric names per instance (contract 0.2.0); new names, other
+    // orders and repeated calls on the reused instance must still name the drifting metric.
+    let runtime = runtime_with(&PolicyConfig::default());
+    let calls: [(&[&str], &str); 3] = [
+        (&["cpu_ratio", "latency_p50_seconds"], "latency_p50_seconds"),
+        (
+            &["error_ratio", "latency_p50_seconds", "cpu_ratio"],
+            "error_ratio",
+        ),
+        (&["cpu_ratio"], "cpu_ratio"),
+    ];
+    for (names, drifting) in calls {
+        let comparisons: Vec<_> = names
+            .iter()
+            .map(|name| {
+                if *name == drifting {
+                    comparison(name, 0.01, 0.02, 0.0001)
+                } else {
+                    comparison(name, 0.2, 0.2, 0.9)
+                }
+            })
+            .collect();
+        let outcome = runtime.assess_drift(&asset(AssetKind::Process), &comparisons);
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        let reasons = &outcome.value.reasons;
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with(&format!("{drifting}: ")),
+            "{reasons:?}"
+        );
+    }
+}
