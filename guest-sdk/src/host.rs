@@ -24,9 +24,9 @@ pub fn setting(name: &str) -> Option<String> {
 /// Returns the name of metric `id`, the `metric` field of a
 /// [`Comparison`](crate::Comparison).
 ///
-/// The first call for an id asks the host; later calls answer from a cache
-/// that lives as long as the policy instance, so the name crosses into the
-/// policy once.
+/// The first call for an id calls the host; later calls read a cache that
+/// lives as long as the policy instance, so the name crosses into the policy
+/// once.
 pub fn metric_name(id: MetricId) -> &'static str {
     imp::metric_name(id)
 }

@@ -72,7 +72,7 @@ pub fn metric_id(name: &str) -> crate::MetricId {
 }
 
 /// Returns the name numbered `id` by [`metric_id`], or an empty string, as
-/// the host answers for a number it never sent.
+/// the host returns for a number it never sent.
 pub(crate) fn metric_name(id: crate::MetricId) -> &'static str {
     METRIC_NAMES.with(|names| names.borrow().get(id as usize).copied().unwrap_or(""))
 }
@@ -96,7 +96,7 @@ pub struct NamedComparison {
     pub p_value: f64,
     /// See [`Comparison::noise_floor`](crate::Comparison::noise_floor).
     pub noise_floor: f64,
-    /// Which way the metric gets worse.
+    /// Direction in which the metric gets worse.
     pub direction: crate::Direction,
 }
 

@@ -396,7 +396,7 @@ async fn appends_beyond_queue_capacity_wait_and_succeed() -> TestResult {
 }
 
 #[test]
-fn closed_windows_move_to_block_files_and_stay_readable() -> TestResult {
+fn closed_windows_seal_into_blocks() -> TestResult {
     let dir = tempfile::tempdir()?;
     let window_start = T0 - T0 % (2 * HOUR_MS);
     let samples: Vec<(i64, f64)> = (0..3 * 120)
@@ -423,7 +423,8 @@ fn closed_windows_move_to_block_files_and_stay_readable() -> TestResult {
         assert_eq!(blk_files(dir.path()), 2);
         let stats = store.stats()?;
         assert_eq!(stats.chunks, 3);
-        assert!(stats.block_bytes > 0 && stats.disk_bytes > stats.block_bytes);
+        assert!(stats.block_bytes > 0);
+        assert!(stats.disk_bytes > stats.block_bytes);
         let everything = raw(window_start, window_start + 6 * HOUR_MS);
         assert!(
             points(&store, "m", &everything)? == expected,

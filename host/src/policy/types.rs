@@ -6,9 +6,9 @@
 //! (`"HigherIsWorse"`), the same as the guest SDK's serde form.
 //!
 //! One type differs from its WIT record: the host's [`Comparison`] carries the
-//! metric's name, and the WebAssembly back-end numbers the names per instance
-//! when it sends comparisons to a component ([`WireComparison`] carries the
-//! number; see `metric-id` in the contract).
+//! metric's name. The WebAssembly back-end numbers the names per instance when
+//! it sends comparisons to a component. [`WireComparison`] carries the number;
+//! see `metric-id` in the contract.
 
 #![allow(
     missing_docs,
@@ -48,6 +48,6 @@ pub struct Comparison {
     pub p_value: f64,
     /// Relative change seen between two A/A windows of the same version.
     pub noise_floor: f64,
-    /// Which way this metric gets worse.
+    /// Direction in which this metric gets worse.
     pub direction: Direction,
 }

@@ -173,7 +173,7 @@ struct GuestState {
     metrics: MetricNames,
 }
 
-/// The numbers an instance knows metric names by (`metric-id` in the contract).
+/// Numbers given to metric names for one instance (`metric-id` in the contract).
 #[derive(Default)]
 struct MetricNames {
     ids: HashMap<String, u32>,

@@ -3,8 +3,8 @@
 //!
 //! A log-structured store such as sled rewrites pages as they change and reuses freed space
 //! without shrinking its file, so chunks kept in sled cost several times their own size on
-//! disk. Windows only change while their samples arrive, so compaction seals every window
-//! that ended at least one compaction interval ago: it writes the window's chunks into a
+//! disk. Windows only change while their samples arrive. So compaction seals every window
+//! that ended at least one compaction interval ago. It writes the window's chunks into a
 //! block file, makes the file durable, and only then deletes the chunks from sled. sled
 //! keeps the head, the chunks of open windows and the series index, which stay small.
 //!
@@ -141,7 +141,7 @@ impl Blocks {
         Ok(())
     }
 
-    /// Whether window `window_start` has a block file.
+    /// Returns whether window `window_start` has a block file.
     pub(crate) fn contains(&self, window_start: i64) -> bool {
         self.windows.contains_key(&window_start)
     }
@@ -169,7 +169,7 @@ impl Blocks {
         Ok(out)
     }
 
-    /// Every chunk of window `window_start`, by series id, in file order.
+    /// Returns every chunk of window `window_start`, by series id, in file order.
     pub(crate) fn read_window(&self, window_start: i64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         for block in self.windows.get(&window_start).into_iter().flatten() {

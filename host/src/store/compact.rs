@@ -144,7 +144,7 @@ fn write_window(
     Ok(())
 }
 
-/// Whether the sealed chunks of series `id` in the window at `start` end in a rollup.
+/// Returns whether the sealed chunks of series `id` in the window at `start` end in a rollup.
 fn sealed_as_rollup(shared: &Shared, id: u64, start: i64) -> Result<bool, StoreError> {
     let blocks = shared.blocks_read();
     if !blocks.contains(start) {
@@ -163,6 +163,7 @@ fn seal(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<(), St
     let grace_ms =
         (shared.config.compact_interval_seconds.saturating_mul(1000)).min(i64::MAX as u64) as i64;
     let sealed_before = now_ms.saturating_sub(grace_ms);
+
     let mut closed: BTreeMap<i64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
     let mut keys = Vec::new();
     for entry in shared.chunks.iter() {
@@ -178,6 +179,7 @@ fn seal(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<(), St
     if closed.is_empty() {
         return Ok(());
     }
+
     for (window_start, chunks) in closed {
         stats.chunks_sealed += chunks.len();
         shared.blocks_write().write(NewBlock {
@@ -186,6 +188,7 @@ fn seal(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<(), St
             replaces_window: false,
         })?;
     }
+
     let mut batch = sled::Batch::default();
     for key in keys {
         batch.remove(key);
@@ -202,16 +205,7 @@ const MAX_FILES_PER_WINDOW: usize = 8;
 /// many files.
 fn age_blocks(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<(), StoreError> {
     let window = shared.config.chunk_window_ms();
-    let retention_cutoff = shared
-        .config
-        .retention_seconds
-        .map(|s| now_ms.saturating_sub(s.saturating_mul(1000) as i64));
-    let downsample = shared.config.downsample.as_ref().map(|d| {
-        (
-            now_ms.saturating_sub(d.after_seconds.saturating_mul(1000) as i64),
-            downsample_step_ms(shared).unwrap_or(1),
-        )
-    });
+    let (retention_cutoff, downsample) = age_cutoffs(shared, now_ms);
     let windows = shared.blocks_read().windows();
     for (start, files) in windows {
         let end = start.saturating_add(window);
@@ -289,10 +283,10 @@ fn downsample_step_ms(shared: &Shared) -> Option<i64> {
         .map(|d| (d.step_seconds.saturating_mul(1000)).clamp(1, i64::MAX as u64) as i64)
 }
 
-/// Deletes chunks past retention and downsamples raw chunks past `downsample.after_seconds`.
-fn age_chunks(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<(), StoreError> {
-    let window = shared.config.chunk_window_ms();
-    let retention_cutoff = shared
+/// Returns the window end at or before which data is past retention, and the one at or
+/// before which raw data is downsampled with its rollup step, relative to `now_ms`.
+fn age_cutoffs(shared: &Shared, now_ms: i64) -> (Option<i64>, Option<(i64, i64)>) {
+    let retention = shared
         .config
         .retention_seconds
         .map(|s| now_ms.saturating_sub(s.saturating_mul(1000) as i64));
@@ -302,6 +296,13 @@ fn age_chunks(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<
             downsample_step_ms(shared).unwrap_or(1),
         )
     });
+    (retention, downsample)
+}
+
+/// Deletes chunks past retention and downsamples raw chunks past `downsample.after_seconds`.
+fn age_chunks(shared: &Shared, now_ms: i64, stats: &mut CompactStats) -> Result<(), StoreError> {
+    let window = shared.config.chunk_window_ms();
+    let (retention_cutoff, downsample) = age_cutoffs(shared, now_ms);
     if retention_cutoff.is_none() && downsample.is_none() {
         return Ok(());
     }

@@ -26,9 +26,9 @@ use super::wal::Wal;
 pub const FORMAT_VERSION: u32 = 2;
 
 /// Older format versions that this build opens and upgrades in place. Version 1 kept the head
-/// and every chunk in sled; version 2 writes the head to a write-ahead log and moves the
+/// and every chunk in sled. Version 2 writes the head to a write-ahead log and moves the
 /// chunks of closed windows into block files. Opening a version 1 store replays its sled head
-/// records, and compaction moves them and its chunks to the new places.
+/// records; compaction moves them and its chunks to the new places.
 const UPGRADABLE_VERSIONS: [u32; 1] = [1];
 
 /// Directory of the block files, inside the store's directory.

@@ -3,8 +3,8 @@
 //! Every group commit appends its head records to the current segment and, with
 //! `fsync_on_commit`, calls fdatasync before the appends are acknowledged. Compaction starts
 //! a new segment before it freezes the head, and deletes a closed segment once every record
-//! in it has reached a chunk. Keeping this churn out of sled matters for size: sled 0.34
-//! rewrites its pages as they change and never shrinks its file, so head records written to
+//! in it has reached a chunk. Keeping this churn out of sled matters for size. sled 0.34
+//! rewrites its pages as they change and never shrinks its file. Head records written to
 //! sled and deleted minutes later left several bytes of sled log per sample behind.
 //!
 //! File `wal/<index>.log`, a sequence of records, integers big-endian:
@@ -241,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn records_replay_after_reopen_and_a_torn_tail_is_ignored() -> Result<(), StoreError> {
+    fn replay_skips_a_torn_tail() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("wal");
         let (mut wal, replayed) = Wal::open(path.clone(), false)?;

@@ -59,8 +59,8 @@ fn pgbench(shadow: &ClusterSpec, extra: &[&str]) -> Result<f64, Box<dyn std::err
 }
 
 /// Runs the benchmark on a Tokio runtime with the worker threads that
-/// `UMBRA_BENCH_THREADS` names (default 2, as the engine's runtime on a 2-core machine); 1
-/// means a current-thread runtime, where a worker and its connection never wake each other
+/// `UMBRA_BENCH_THREADS` names: 2 by default, as the engine's runtime on a 2-core machine.
+/// 1 means a current-thread runtime, where a worker and its connection never wake each other
 /// across threads.
 #[test]
 #[ignore = "benchmark: prints figures for docs/BENCHMARKS.md"]
