@@ -91,11 +91,16 @@ mod imp {
 
     std::thread_local! {
         /// Names by id. A component instance is single-threaded and the host
-        /// numbers at most 65,536 names per instance, so leaking each name
-        /// once bounds the cache and lets it hand out `&'static str`.
+        /// replaces an instance soon after it has numbered 65,536 names, so
+        /// leaking each name once bounds the cache and lets it hand out
+        /// `&'static str`.
         static NAMES: std::cell::RefCell<Vec<Option<&'static str>>> =
             const { std::cell::RefCell::new(Vec::new()) };
     }
+
+    /// Ids the cache holds; the host replaces an instance soon after it has numbered 65,536
+    /// names, so a larger id is one the host never sent.
+    const MAX_CACHED_IDS: usize = 1 << 17;
 
     pub fn metric_name(id: MetricId) -> &'static str {
         NAMES.with(|names| {
@@ -103,7 +108,12 @@ mod imp {
             if let Some(Some(name)) = names.borrow().get(index) {
                 return *name;
             }
-            let name: &'static str = Box::leak(host::metric_name(id).into_boxed_str());
+            let name = host::metric_name(id);
+            // An empty answer means the host has not numbered this id (yet): not cached.
+            if name.is_empty() || index >= MAX_CACHED_IDS {
+                return "";
+            }
+            let name: &'static str = Box::leak(name.into_boxed_str());
             let mut names = names.borrow_mut();
             if names.len() <= index {
                 names.resize(index + 1, None);

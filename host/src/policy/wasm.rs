@@ -44,9 +44,10 @@ const FULL_32_BIT_RESERVATION: u64 = 1 << 32;
 /// Instance slots of the pooling allocator: live policy instances at once.
 const POOL_INSTANCES: u32 = 128;
 
-/// Metric names one instance may have numbered. An instance that reaches it is
-/// replaced by a fresh one, which bounds the names a long-lived instance and
-/// the guest's own cache of them hold.
+/// Metric names one instance may have numbered before it is replaced by a fresh
+/// one, checked before each call. This bounds the names a long-lived instance
+/// and the guest's own cache of them hold, to this count plus the comparisons
+/// of one call.
 const MAX_METRIC_NAMES: usize = 65_536;
 
 fn engine_config(pooling: bool) -> Config {

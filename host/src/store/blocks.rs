@@ -83,6 +83,7 @@ impl Blocks {
         std::fs::create_dir_all(&dir)
             .map_err(|source| io(format!("creating `{}`", dir.display()), source))?;
         let mut windows: BTreeMap<i64, Vec<BlockFile>> = BTreeMap::new();
+        let mut supersedes_by_window: HashMap<i64, u32> = HashMap::new();
         let entries = std::fs::read_dir(&dir)
             .map_err(|source| io(format!("listing `{}`", dir.display()), source))?;
         for entry in entries {
@@ -101,14 +102,20 @@ impl Blocks {
                 }
                 Some(EXTENSION) => {
                     let (window_start, block, supersedes) = load(&path)?;
-                    let files = windows.entry(window_start).or_default();
-                    files.push(block);
-                    files.sort_by_key(|b| b.seq);
-                    if supersedes > 0 {
-                        remove_superseded(files, supersedes)?;
-                    }
+                    windows.entry(window_start).or_default().push(block);
+                    let highest = supersedes_by_window.entry(window_start).or_default();
+                    *highest = (*highest).max(supersedes);
                 }
                 _ => {}
+            }
+        }
+        // Only after every file is loaded: the directory lists files in no particular order.
+        for (window_start, files) in &mut windows {
+            files.sort_by_key(|b| b.seq);
+            if let Some(&supersedes) = supersedes_by_window.get(window_start)
+                && supersedes > 0
+            {
+                remove_superseded(files, supersedes)?;
             }
         }
         Ok(Self { dir, windows })

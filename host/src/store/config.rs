@@ -23,12 +23,13 @@ pub struct StoreConfig {
     pub compact_interval_seconds: u64,
     /// Head size, in samples, above which the background compactor runs before its interval.
     pub head_max_samples: usize,
-    /// Whether each group commit also calls fdatasync on sled's log file after sled's own
-    /// flush. sled 0.34 flushes with `sync_file_range` on Linux, which survives a process
-    /// crash but not necessarily a power loss. fdatasync makes an acknowledged sample
-    /// survive a power loss too, on a disk that honours cache flushes.
+    /// Whether each group commit calls fdatasync on the head's log segment before it
+    /// acknowledges, and sled's log file is fdatasynced after sled's own flush where the store
+    /// depends on it (new series, compacted chunks). Without it an acknowledged sample
+    /// survives a process crash but not necessarily a power loss; with it, it survives a power
+    /// loss too, on a disk that honours cache flushes.
     pub fsync_on_commit: bool,
-    /// Maximum number of samples written in one group commit (one sled flush).
+    /// Number of samples after which the writer stops adding appends to a group commit.
     pub max_commit_samples: usize,
     /// Age after which raw chunks are deleted, in seconds; `None` keeps raw data forever.
     /// With downsampling, raw chunks are replaced by rollups after `downsample.after_seconds`

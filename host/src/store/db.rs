@@ -57,7 +57,8 @@ pub(crate) struct Shared {
     pub(crate) head: RwLock<Head>,
     pub(crate) next_seq: AtomicU64,
     pub(crate) compaction: Mutex<()>,
-    /// sled's log file, opened only to fdatasync it after each group commit.
+    /// sled's log file, opened only to fdatasync it when a commit creates series and when
+    /// compaction has written chunks.
     pub(crate) log_file: Option<std::fs::File>,
 }
 

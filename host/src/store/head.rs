@@ -16,7 +16,7 @@ const ENTRY_LEN: usize = 24;
 /// Samples per series, sorted by timestamp, one sample per timestamp.
 pub(crate) type SeriesMap = HashMap<u64, Vec<Sample>>;
 
-/// In-memory mirror of the head tree.
+/// In-memory copy of the head records in the write-ahead log.
 #[derive(Default)]
 pub(crate) struct Head {
     /// Samples written since the last compaction started.

@@ -43,6 +43,10 @@ pub(crate) struct Wal {
     current_path: PathBuf,
     current_index: u64,
     current_max_seq: Option<u64>,
+    /// Set when a write or fdatasync of the current segment failed. Its tail may then hold
+    /// a partial record, and replay stops there, so no later record may follow it: the next
+    /// append starts a new segment first.
+    failed: bool,
     closed: Vec<Closed>,
 }
 
@@ -95,6 +99,7 @@ impl Wal {
             current_path,
             current_index,
             current_max_seq: None,
+            failed: false,
             closed,
         };
         Ok((wal, replayed))
@@ -103,6 +108,10 @@ impl Wal {
     /// Appends `records` (sequence number and entries) to the current segment and, with
     /// fsync on, makes them durable before returning.
     pub(crate) fn append(&mut self, records: &[(u64, &[(u64, Sample)])]) -> Result<(), StoreError> {
+        if self.failed {
+            self.start_segment()?;
+            self.failed = false;
+        }
         let mut buffer = Vec::new();
         for (seq, entries) in records {
             let mut payload = Vec::with_capacity(8 + entries.len() * 24);
@@ -116,15 +125,22 @@ impl Wal {
             self.current_max_seq = self.current_max_seq.max(Some(*seq));
         }
         let path = &self.current_path;
-        self.current
+        let written = self
+            .current
             .write_all(&buffer)
-            .map_err(|source| io(format!("appending to `{}`", path.display()), source))?;
-        if self.fsync {
-            self.current
-                .sync_data()
-                .map_err(|source| io(format!("fdatasync of `{}`", path.display()), source))?;
-        }
-        Ok(())
+            .map_err(|source| io(format!("appending to `{}`", path.display()), source))
+            .and_then(|()| {
+                if !self.fsync {
+                    return Ok(());
+                }
+                // Not retried: after a failed fdatasync Linux may report later ones as
+                // successful for pages it has already dropped.
+                self.current
+                    .sync_data()
+                    .map_err(|source| io(format!("fdatasync of `{}`", path.display()), source))
+            });
+        self.failed = written.is_err();
+        written
     }
 
     /// Closes the current segment and starts the next one.
@@ -132,6 +148,10 @@ impl Wal {
         if self.current_max_seq.is_none() {
             return Ok(());
         }
+        self.start_segment()
+    }
+
+    fn start_segment(&mut self) -> Result<(), StoreError> {
         let (file, path) = create_segment(&self.dir, self.current_index + 1, self.fsync)?;
         self.current_index += 1;
         let old_path = std::mem::replace(&mut self.current_path, path);
