@@ -29,6 +29,17 @@ pub enum LoadError {
         "invalid policy component `{name}`: not a WebAssembly binary (it does not start with the bytes `\\0asm`): give the `.wasm` component that `cargo build --target wasm32-wasip2` writes"
     )]
     NotWasm { name: String },
+    /// The component was built against another version of the contract.
+    #[error(
+        "policy component `{name}` was built for `{found}`, but this host provides `umbra:policy@{expected}`: rebuild it against the guest SDK of this Umbra version"
+    )]
+    ContractVersion {
+        name: String,
+        /// The contract interface the component imports or exports, with its version.
+        found: String,
+        /// The contract version this host implements.
+        expected: &'static str,
+    },
     /// The file is a core WebAssembly module, not a component.
     #[error(
         "invalid policy component `{name}`: a core WebAssembly module, not a component: build it for `wasm32-wasip2`, or wrap it with `wasm-tools component new`"

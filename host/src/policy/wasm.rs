@@ -133,6 +133,33 @@ fn compile(name: &str, digest: &str, bytes: &[u8]) -> Result<Component, LoadErro
     Ok(component)
 }
 
+/// Version of the `umbra:policy` contract this host implements (`wit/policy.wit`).
+const CONTRACT_VERSION: &str = "0.2.0";
+
+/// Rejects a component that imports or exports `umbra:policy` interfaces of another version,
+/// with a message that says so instead of wasmtime's link error.
+fn check_contract_version(name: &str, component: &Component) -> Result<(), LoadError> {
+    let engine = shared_engine();
+    let kind = component.component_type();
+    let mut names = kind
+        .imports(engine)
+        .map(|(item, _)| item)
+        .chain(kind.exports(engine).map(|(item, _)| item));
+    let other = names.find(|item| {
+        item.strip_prefix("umbra:policy/")
+            .and_then(|rest| rest.split_once('@'))
+            .is_some_and(|(_, version)| version != CONTRACT_VERSION)
+    });
+    match other {
+        Some(found) => Err(LoadError::ContractVersion {
+            name: name.to_owned(),
+            found: found.to_owned(),
+            expected: CONTRACT_VERSION,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Returns the epoch ticks that cover `deadline`, plus one tick of slack.
 fn deadline_ticks(deadline: Duration) -> u64 {
     let tick_us = EPOCH_TICK.as_micros().max(1);
@@ -331,6 +358,8 @@ impl WasmPolicy {
     pub fn load(name: &str, bytes: &[u8], limits: SandboxLimits) -> Result<Self, LoadError> {
         let digest = super::digest(bytes);
         let component = compile(name, &digest, bytes)?;
+
+        check_contract_version(name, &component)?;
 
         let mut linker: Linker<GuestState> = Linker::new(shared_engine());
         let link = |source| LoadError::Link {

@@ -59,7 +59,7 @@ pub(crate) struct Shared {
     pub(crate) compaction: Mutex<()>,
     /// sled's log file, opened only to fdatasync it when a commit creates series and when
     /// compaction has written chunks.
-    pub(crate) log_file: Option<std::fs::File>,
+    pub(crate) log_file: Option<Arc<std::fs::File>>,
 }
 
 impl Shared {
@@ -171,7 +171,7 @@ impl Store {
                 ),
                 source,
             })?;
-            Some(file)
+            Some(Arc::new(file))
         } else {
             None
         };
@@ -286,7 +286,7 @@ impl Store {
 
     /// Opens (or creates) the append-only event log `name`.
     pub fn events(&self, name: &str) -> Result<EventLog, StoreError> {
-        EventLog::open(&self.shared.db, name)
+        EventLog::open(&self.shared.db, self.shared.log_file.clone(), name)
     }
 
     /// Opens (or creates) the key/value tree `name`.

@@ -27,6 +27,8 @@ pub struct Event<T> {
 #[derive(Clone)]
 pub struct EventLog {
     db: sled::Db,
+    /// sled's log file, when the store fdatasyncs it (`fsync_on_commit`).
+    log_file: Option<std::sync::Arc<std::fs::File>>,
     tree: sled::Tree,
     name: String,
 }
@@ -40,9 +42,14 @@ impl std::fmt::Debug for EventLog {
 }
 
 impl EventLog {
-    pub(crate) fn open(db: &sled::Db, name: &str) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        db: &sled::Db,
+        log_file: Option<std::sync::Arc<std::fs::File>>,
+        name: &str,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             db: db.clone(),
+            log_file,
             tree: db.open_tree(format!("events/{name}"))?,
             name: name.to_owned(),
         })
@@ -67,9 +74,17 @@ impl EventLog {
         Ok(seq)
     }
 
-    /// Flushes the store to disk.
+    /// Flushes the store to disk. With `fsync_on_commit`, also fdatasyncs sled's log file:
+    /// sled's own flush ends in sync_file_range, which survives a process crash but not
+    /// necessarily a power loss.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        if let Some(log) = &self.log_file {
+            log.sync_data().map_err(|source| StoreError::Io {
+                action: format!("fdatasync of sled's log file for event log `{}`", self.name),
+                source,
+            })?;
+        }
         Ok(())
     }
 

@@ -82,3 +82,30 @@ fn non_component_is_rejected() {
     let error = policy::load_file(&path, &SandboxLimits::default()).expect_err("truncated");
     assert!(matches!(error, LoadError::Compile { .. }), "{error}");
 }
+
+#[test]
+fn component_for_old_contract_names_its_version() {
+    // The smallest component that imports the host interface of contract 0.1.0.
+    let mut types = wasm_encoder::ComponentTypeSection::new();
+    types.instance(&wasm_encoder::InstanceType::new());
+    let mut imports = wasm_encoder::ComponentImportSection::new();
+    imports.import(
+        "umbra:policy/host@0.1.0",
+        wasm_encoder::ComponentTypeRef::Instance(0),
+    );
+    let mut component = wasm_encoder::Component::new();
+    component.section(&types).section(&imports);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("old.wasm");
+    std::fs::write(&path, component.finish()).expect("write");
+
+    let error = policy::load_file(&path, &SandboxLimits::default()).expect_err("old contract");
+
+    assert!(
+        matches!(error, LoadError::ContractVersion { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("umbra:policy/host@0.1.0"), "{message}");
+    assert!(message.contains("umbra:policy@0.2.0"), "{message}");
+}
