@@ -24,8 +24,8 @@ pub fn setting(name: &str) -> Option<String> {
 /// Returns the name of metric `id`, the `metric` field of a
 /// [`Comparison`](crate::Comparison).
 ///
-/// The first call for an id calls the host; later calls read a cache that
-/// lives as long as the policy instance, so the name crosses into the policy
+/// The first call for an id calls the host. Later calls read a cache that
+/// lives as long as the policy instance, so each name crosses into the policy
 /// once.
 pub fn metric_name(id: MetricId) -> &'static str {
     imp::metric_name(id)
@@ -98,8 +98,8 @@ mod imp {
             const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// Ids the cache holds; the host replaces an instance soon after it has numbered 65,536
-    /// names, so a larger id is one the host never sent.
+    /// Number of ids the cache keeps. The host replaces an instance once it has numbered
+    /// 65,536 names (checked before each call), so ids this large are not cached.
     const MAX_CACHED_IDS: usize = 1 << 17;
 
     pub fn metric_name(id: MetricId) -> &'static str {
@@ -109,7 +109,7 @@ mod imp {
                 return *name;
             }
             let name = host::metric_name(id);
-            // An empty answer means the host has not numbered this id (yet): not cached.
+            // An empty name means the host has not numbered this id yet, so it is not cached.
             if name.is_empty() || index >= MAX_CACHED_IDS {
                 return "";
             }

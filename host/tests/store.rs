@@ -479,7 +479,7 @@ fn format_version_1_is_upgraded_in_place() -> TestResult {
 }
 
 #[test]
-fn late_samples_split_a_window_into_few_files() -> TestResult {
+fn late_samples_stay_in_few_files() -> TestResult {
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path(), StoreConfig::default())?;
     let window_start = T0 - T0 % (2 * HOUR_MS);

@@ -137,7 +137,7 @@ fn compile(name: &str, digest: &str, bytes: &[u8]) -> Result<Component, LoadErro
 const CONTRACT_VERSION: &str = "0.2.0";
 
 /// Rejects a component that imports or exports `umbra:policy` interfaces of another version,
-/// with a message that says so instead of wasmtime's link error.
+/// with a message that names both versions instead of wasmtime's link error.
 fn check_contract_version(name: &str, component: &Component) -> Result<(), LoadError> {
     let engine = shared_engine();
     let kind = component.component_type();

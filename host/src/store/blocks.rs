@@ -17,8 +17,8 @@
 //! | index | per series: id `u64`, offset `u64`, length `u32`, sorted by id |
 //! | footer (24 bytes) | index offset `u64`, entry count `u32`, CRC-32 of all bytes before the footer `u32`, magic `UMBRAEND` |
 //!
-//! Samples that arrive late for a sealed window go into a sled chunk again and are sealed
-//! into a second file of the window with the next sequence number; queries read a window's
+//! Samples that arrive late for a sealed window go into a sled chunk again. They are sealed
+//! into a further file of the window with the next sequence number. Queries read a window's
 //! files in sequence order, so a later file wins on equal timestamps. A file that rewrites a
 //! window (downsampling) sets `supersedes` to its own sequence number: files of the window
 //! with a lower sequence number are obsolete, and opening the store deletes any that a crash
@@ -31,7 +31,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use super::error::{StoreError, corrupt};
-use super::keys::{decode_ts, encode_ts};
+use super::keys::{decode_ts, encode_ts, read_u32, read_u64};
 
 const HEADER_MAGIC: &[u8; 8] = b"UMBRABLK";
 const FOOTER_MAGIC: &[u8; 8] = b"UMBRAEND";
@@ -265,8 +265,8 @@ fn encode(block: &NewBlock, seq: u32, supersedes: u32) -> Result<Vec<u8>, StoreE
     Ok(out)
 }
 
-/// Reads and checks a block file; returns its window start, the loaded block and the
-/// sequence number below which it supersedes its window's other files (0 for none).
+/// Reads and checks a block file. Returns its window start, the loaded block, and the
+/// sequence number below which it supersedes the window's other files (0 for none).
 fn load(path: &Path) -> Result<(i64, BlockFile, u32), StoreError> {
     let bytes = std::fs::read(path)
         .map_err(|source| io(format!("reading block `{}`", path.display()), source))?;
@@ -280,26 +280,30 @@ fn load(path: &Path) -> Result<(i64, BlockFile, u32), StoreError> {
     {
         return Err(bad("it is truncated or not a block file"));
     }
-    let be_u32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    let be_u64 = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    let format = be_u32(8);
+    let field32 = |at: usize| {
+        read_u32(bytes.get(at..).unwrap_or_default()).ok_or_else(|| bad("a field is cut short"))
+    };
+    let field64 = |at: usize| {
+        read_u64(bytes.get(at..).unwrap_or_default()).ok_or_else(|| bad("a field is cut short"))
+    };
+    let format = field32(8)?;
     if format != FILE_FORMAT {
         return Err(bad(&format!(
             "file format `{format}` is not the `{FILE_FORMAT}` this build reads"
         )));
     }
-    let window_start = decode_ts(bytes[12..20].try_into().expect("8 bytes"));
-    let seq = be_u32(20);
-    let supersedes = be_u32(24);
+    let window_start = decode_ts(field64(12)?.to_be_bytes());
+    let seq = field32(20)?;
+    let supersedes = field32(24)?;
 
     let footer = bytes.len() - FOOTER_LEN;
-    let crc = be_u32(footer + 12);
+    let crc = field32(footer + 12)?;
     if crc32fast::hash(&bytes[..footer]) != crc {
         return Err(bad("its checksum does not match its contents"));
     }
     let index_offset =
-        usize::try_from(be_u64(footer)).map_err(|_| bad("index offset out of range"))?;
-    let count = be_u32(footer + 8) as usize;
+        usize::try_from(field64(footer)?).map_err(|_| bad("index offset out of range"))?;
+    let count = field32(footer + 8)? as usize;
     if index_offset < HEADER_LEN
         || index_offset.checked_add(count * INDEX_ENTRY_LEN) != Some(footer)
     {
@@ -308,9 +312,13 @@ fn load(path: &Path) -> Result<(i64, BlockFile, u32), StoreError> {
     let mut index = HashMap::with_capacity(count);
     let mut chunk_bytes = 0;
     for entry in bytes[index_offset..footer].chunks_exact(INDEX_ENTRY_LEN) {
-        let id = u64::from_be_bytes(entry[..8].try_into().expect("8 bytes"));
-        let offset = u64::from_be_bytes(entry[8..16].try_into().expect("8 bytes"));
-        let len = u32::from_be_bytes(entry[16..20].try_into().expect("4 bytes"));
+        let (Some(id), Some(offset), Some(len)) = (
+            read_u64(entry),
+            read_u64(&entry[8..]),
+            read_u32(&entry[16..]),
+        ) else {
+            return Err(bad("an index entry is cut short"));
+        };
         if offset < HEADER_LEN as u64 || offset + u64::from(len) > index_offset as u64 {
             return Err(bad("an index entry points outside the chunk area"));
         }
@@ -388,19 +396,23 @@ mod tests {
         Ok(())
     }
 
+    /// Returns the paths of the files in `dir`.
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .collect()
+    }
+
     #[test]
-    fn a_rewrite_supersedes_earlier_files_of_its_window() -> Result<(), StoreError> {
+    fn rewrite_supersedes_earlier_files() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("blocks");
         let mut blocks = Blocks::open(path.clone())?;
         blocks.write(block(0, &[(1, b"a")], false))?;
         blocks.write(block(0, &[(1, b"b")], false))?;
         // Keep a copy of an obsolete file, as a crash before its deletion would.
-        let kept = std::fs::read_dir(&path)
-            .expect("list")
-            .map(|e| e.expect("entry").path())
-            .next()
-            .expect("a block file");
+        let kept = files_in(&path).remove(0);
         let copy = std::fs::read(&kept).expect("read block");
         blocks.write(block(0, &[(1, b"rollup")], true))?;
         assert_eq!(blocks.read(1, 0, 0)?, vec![b"rollup".to_vec()]);
@@ -409,12 +421,12 @@ mod tests {
 
         let blocks = Blocks::open(path.clone())?;
         assert_eq!(blocks.read(1, 0, 0)?, vec![b"rollup".to_vec()]);
-        assert_eq!(std::fs::read_dir(&path).expect("list").count(), 1);
+        assert_eq!(files_in(&path).len(), 1);
         Ok(())
     }
 
     #[test]
-    fn unfinished_files_are_removed_and_damaged_files_refused() -> Result<(), StoreError> {
+    fn open_removes_tmp_rejects_damage() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("blocks");
         let mut blocks = Blocks::open(path.clone())?;
@@ -424,20 +436,14 @@ mod tests {
         Blocks::open(path.clone())?;
         assert!(!path.join("0000-000009.tmp").exists());
 
-        let file = std::fs::read_dir(&path)
-            .expect("list")
-            .map(|e| e.expect("entry").path())
-            .next()
-            .expect("a block file");
+        let file = files_in(&path).remove(0);
         let mut bytes = std::fs::read(&file).expect("read");
         bytes[HEADER_LEN] ^= 0xff;
         std::fs::write(&file, bytes).expect("write");
-        let error = Blocks::open(path).err().expect("damaged block refused");
+        let error = Blocks::open(path).err().expect("damaged block rejected");
         let text = error.to_string();
-        assert!(
-            text.contains("checksum") && text.contains(&file.display().to_string()),
-            "{text}"
-        );
+        assert!(text.contains("checksum"), "{text}");
+        assert!(text.contains(&file.display().to_string()), "{text}");
         Ok(())
     }
 }

@@ -73,7 +73,7 @@ fn commit_group(shared: &Shared, group: &[PendingAppend]) -> Result<(), StoreErr
         return Ok(());
     }
     if shared.registry.len() != known_series {
-        // New series live in sled; they are made durable before any sample that uses them.
+        // New series live in sled, so they are made durable before any sample that uses them.
         shared.sync_sled()?;
     }
 

@@ -259,7 +259,7 @@ fn rewrite_block(
                 chunk::encode_rollup(&merge_rollups(rollups, &rollup(&raw, step)))?
             }
             None if rollups.is_empty() => chunk::encode_raw(&raw)?,
-            // A file holds one chunk per series, so raw samples of a downsampled window
+            // A file contains one chunk per series, so raw samples of a downsampled window
             // join its rollups.
             None => {
                 let step = downsample_step_ms(shared).unwrap_or(1);

@@ -24,10 +24,9 @@ pub struct StoreConfig {
     /// Head size, in samples, above which the background compactor runs before its interval.
     pub head_max_samples: usize,
     /// Whether each group commit calls fdatasync on the head's log segment before it
-    /// acknowledges, and sled's log file is fdatasynced after sled's own flush where the store
-    /// depends on it (new series, compacted chunks). Without it an acknowledged sample
-    /// survives a process crash but not necessarily a power loss; with it, it survives a power
-    /// loss too, on a disk that honours cache flushes.
+    /// acknowledges. sled's log file is then also fdatasynced where the store depends on it
+    /// (new series, compacted chunks). With it, an acknowledged sample survives a power loss
+    /// on a disk that honours cache flushes. Without it, a process crash only.
     pub fsync_on_commit: bool,
     /// Number of samples after which the writer stops adding appends to a group commit.
     pub max_commit_samples: usize,

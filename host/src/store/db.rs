@@ -379,8 +379,8 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Loads every head record into memory, those a version 1 store kept in sled first; returns
-/// the head and the next sequence number.
+/// Loads every head record into memory, those a version 1 store kept in sled first, and
+/// returns the head and the next sequence number.
 fn replay_head(
     tree: &sled::Tree,
     from_wal: super::wal::Replayed,

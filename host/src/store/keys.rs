@@ -30,6 +30,11 @@ pub(crate) fn split_series_ts_key(key: &[u8]) -> Option<(u64, i64)> {
     Some((u64::from_be_bytes(id), decode_ts(ts)))
 }
 
+/// Reads a big-endian `u32` from the first 4 bytes of `bytes`.
+pub(crate) fn read_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
 /// Reads a big-endian `u64` from the first 8 bytes of `bytes`.
 pub(crate) fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))

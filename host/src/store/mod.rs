@@ -8,7 +8,7 @@
 //! samples into compressed chunks per series and time window (`pco` columns), seals the
 //! chunks of closed windows into immutable block files, deletes chunks past retention and
 //! downsamples old ones. Queries ([`Store::query`]) read blocks, chunks and head as one
-//! sequence. sled holds the series index, the chunks of open windows, events and state.
+//! sequence. sled stores the series index, the chunks of open windows, events and state.
 //!
 //! Besides series, the store offers append-only event logs ([`EventLog`]) and key/value
 //! trees ([`KvTree`]) for the engine's events, deployments, models, audit log and state.

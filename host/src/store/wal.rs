@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::StoreError;
 use super::head::{decode_record, encode_record};
+use super::keys::{read_u32, read_u64};
 use super::sample::Sample;
 
 const EXTENSION: &str = "log";
@@ -43,9 +44,8 @@ pub(crate) struct Wal {
     current_path: PathBuf,
     current_index: u64,
     current_max_seq: Option<u64>,
-    /// Set when a write or fdatasync of the current segment failed. Its tail may then hold
-    /// a partial record, and replay stops there, so no later record may follow it: the next
-    /// append starts a new segment first.
+    /// Flag set when a write or fdatasync of the current segment failed. The segment may then
+    /// end in a partial record, where replay stops, so the next append starts a new segment.
     failed: bool,
     closed: Vec<Closed>,
 }
@@ -54,8 +54,8 @@ pub(crate) struct Wal {
 pub(crate) type Replayed = Vec<(u64, Vec<(u64, Sample)>)>;
 
 impl Wal {
-    /// Opens the log in `dir`, creating it when missing; returns it with every record the
-    /// existing segments hold. New records go to a new segment.
+    /// Opens the log in `dir`, creating it when missing, and returns it with every record of
+    /// the existing segments. New records go to a new segment.
     pub(crate) fn open(dir: PathBuf, fsync: bool) -> Result<(Self, Replayed), StoreError> {
         std::fs::create_dir_all(&dir)
             .map_err(|source| io(format!("creating `{}`", dir.display()), source))?;
@@ -220,19 +220,19 @@ fn read_segment(path: &Path, out: &mut Replayed) -> Result<(), StoreError> {
         .map_err(|source| io(format!("reading `{}`", path.display()), source))?;
     let mut at = 0;
     while at < bytes.len() {
-        let Some(header) = bytes.get(at..at + RECORD_HEADER_LEN) else {
+        let rest = &bytes[at..];
+        let (Some(len), Some(crc)) = (read_u32(rest), read_u32(rest.get(4..).unwrap_or_default()))
+        else {
             break;
         };
-        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        let len = len as usize;
         let start = at + RECORD_HEADER_LEN;
         let Some(payload) = bytes.get(start..start.saturating_add(len)) else {
             break;
         };
-        if len < 8 || crc32fast::hash(payload) != crc {
+        let Some(seq) = read_u64(payload).filter(|_| crc32fast::hash(payload) == crc) else {
             break;
-        }
-        let seq = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
+        };
         out.push((seq, decode_record(&payload[8..])?));
         at = start + len;
     }

@@ -144,9 +144,9 @@ fn default_wasm_matches_source() {
 }
 
 #[test]
-fn reasons_name_the_right_metric_across_reused_calls() {
-    // The component numbers metric names per instance (contract 0.2.0); new names, other
-    // orders and repeated calls on the reused instance must still name the drifting metric.
+fn reasons_name_metric_across_calls() {
+    // The host numbers metric names per instance. New names, other orders and repeated calls
+    // on the reused instance must still name the drifting metric.
     let runtime = runtime_with(&PolicyConfig::default());
     let calls: [(&[&str], &str); 3] = [
         (&["cpu_ratio", "latency_p50_seconds"], "latency_p50_seconds"),

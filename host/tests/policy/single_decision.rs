@@ -84,7 +84,7 @@ fn non_component_is_rejected() {
 }
 
 #[test]
-fn component_for_old_contract_names_its_version() {
+fn old_contract_component_is_rejected() {
     // The smallest component that imports the host interface of contract 0.1.0.
     let mut types = wasm_encoder::ComponentTypeSection::new();
     types.instance(&wasm_encoder::InstanceType::new());
