@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +70,8 @@ pub struct PgState {
     pub live_applied: Option<String>,
     /// The shadow of the live version.
     pub shadow: Option<PgTwin>,
+    /// A shadow being cloned beside the loop, with the version it runs.
+    pub starting: Option<(String, JoinHandle<Result<PgTwin, String>>)>,
     /// The control shadow of a known-good version.
     pub control: Option<PgTwin>,
     /// Last error reported as an event, so a lasting problem is reported once.
@@ -138,6 +141,7 @@ impl PgState {
             live_previous: None,
             live_applied: None,
             shadow: None,
+            starting: None,
             control: None,
             last_error: None,
         })

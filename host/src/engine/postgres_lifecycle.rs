@@ -128,12 +128,50 @@ impl Controller {
                 self.fail_shadow(asset, reason, profile);
             }
         }
+        let start_done = asset
+            .pg
+            .as_ref()
+            .and_then(|pg| pg.starting.as_ref())
+            .map(|(_, task)| task.is_finished());
+        match start_done {
+            Some(false) => return,
+            Some(true) => {
+                if let Some(result) = self.pg_finish_start(asset).await {
+                    self.pg_started(asset, &version, result);
+                }
+                return;
+            }
+            None => {}
+        }
         let has_shadow = asset.pg.as_ref().is_some_and(|pg| pg.shadow.is_some());
         if has_shadow || asset.phase == ShadowPhase::Failed || Instant::now() < asset.next_start {
             return;
         }
         asset.phase = ShadowPhase::Starting;
-        match self.pg_start_twin(asset, Role::Shadow, &version).await {
+        match self.pg_twin_start(asset, Role::Shadow, &version) {
+            Ok(start) => {
+                // A clone takes as long as copying the cluster; the loop goes on meanwhile
+                // and picks the shadow up on a later tick.
+                if let Some(pg) = asset.pg.as_mut() {
+                    pg.starting = Some((version.clone(), tokio::spawn(start)));
+                }
+            }
+            Err(error) => {
+                self.pg_record_start(&name, Role::Shadow, &version, &Err(error.clone()));
+                self.pg_started(asset, &version, Err(error));
+            }
+        }
+    }
+
+    /// Takes a started shadow into the asset, or counts a failed start and fails the
+    /// shadow after too many.
+    fn pg_started(
+        &mut self,
+        asset: &mut AssetState,
+        version: &str,
+        result: Result<PgTwin, String>,
+    ) {
+        match result {
             Ok(twin) => {
                 if let Some(pg) = asset.pg.as_mut() {
                     pg.shadow = Some(twin);
@@ -264,16 +302,34 @@ impl Controller {
         role: Role,
         version: &str,
     ) -> Result<PgTwin, String> {
+        let result = match self.pg_twin_start(asset, role, version) {
+            Ok(start) => start.await,
+            Err(error) => Err(error),
+        };
+        self.pg_record_start(asset.name(), role, version, &result);
+        result
+    }
+
+    /// The steps of [`Self::pg_start_twin`] as a future that owns what it needs, so that
+    /// supervision can run a clone of a large cluster beside the loop.
+    fn pg_twin_start(
+        &self,
+        asset: &AssetState,
+        role: Role,
+        version: &str,
+    ) -> Result<impl Future<Output = Result<PgTwin, String>> + Send + 'static, String> {
         let name = asset.name().to_owned();
-        let result = async {
-            let settings = self.pg_settings(&name, version)?;
-            let reset = settings_to_reset(&self.pg_all_settings(&name), &settings);
-            let pg = asset.pg.as_ref().ok_or("postgres state missing")?;
-            let driver = pg
-                .driver
-                .as_ref()
-                .ok_or("the live cluster was not reached yet")?;
-            let port = pg.shadow_port().map_err(|error| chain(&error))?;
+        let settings = self.pg_settings(&name, version)?;
+        let reset = settings_to_reset(&self.pg_all_settings(&name), &settings);
+        let pg = asset.pg.as_ref().ok_or("postgres state missing")?;
+        let driver = pg
+            .driver
+            .clone()
+            .ok_or("the live cluster was not reached yet")?;
+        let port = pg.shadow_port().map_err(|error| chain(&error))?;
+        let version = version.to_owned();
+
+        Ok(async move {
             let shadow = driver
                 .create_shadow_at(&settings, &reset, port)
                 .await
@@ -292,19 +348,34 @@ impl Controller {
             let data_dir = shadow.spec().data_dir.clone();
             Ok(PgTwin {
                 shadow,
-                version: version.to_owned(),
+                collector: collector(&name, role.as_str(), &version, data_dir),
+                version,
                 workload: Arc::new(workload),
                 client,
-                collector: collector(&name, role.as_str(), version, data_dir),
                 previous: None,
             })
-        }
-        .await;
-        match &result {
+        })
+    }
+
+    /// Records the outcome of starting a shadow or control shadow as an event.
+    fn pg_record_start(
+        &self,
+        asset: &str,
+        role: Role,
+        version: &str,
+        result: &Result<PgTwin, String>,
+    ) {
+        match result {
             Ok(twin) => {
-                tracing::info!(asset = %name, role = role.as_str(), version, creation_ms = twin.shadow.stats().creation_ms, "postgres shadow started");
+                tracing::info!(
+                    asset,
+                    role = role.as_str(),
+                    version,
+                    creation_ms = twin.shadow.stats().creation_ms,
+                    "postgres shadow started"
+                );
                 self.recorder.record(EngineEvent::InstanceStarted {
-                    asset: name,
+                    asset: asset.to_owned(),
                     role: role.as_str().to_owned(),
                     version: version.to_owned(),
                     port: twin.port(),
@@ -313,17 +384,34 @@ impl Controller {
                 });
             }
             Err(error) => self.recorder.record(EngineEvent::InstanceStartFailed {
-                asset: name,
+                asset: asset.to_owned(),
                 role: role.as_str().to_owned(),
                 version: version.to_owned(),
                 error: error.clone(),
             }),
         }
-        result
+    }
+
+    /// Waits for a shadow that supervision is cloning, records its outcome and returns
+    /// it. `None` when no clone is under way.
+    async fn pg_finish_start(&self, asset: &mut AssetState) -> Option<Result<PgTwin, String>> {
+        let pg = asset.pg.as_mut()?;
+        let (version, task) = pg.starting.take()?;
+        let result = task.await.unwrap_or_else(|error| {
+            Err(format!("the task that clones the shadow failed: {error}"))
+        });
+        self.pg_record_start(asset.name(), Role::Shadow, &version, &result);
+        Some(result)
     }
 
     /// Stops and removes the shadow (`Role::Shadow`) or control shadow of `asset`.
     pub async fn pg_stop_twin(&self, asset: &mut AssetState, role: Role) {
+        if role == Role::Shadow
+            && let Some(Ok(twin)) = self.pg_finish_start(asset).await
+            && let Some(pg) = asset.pg.as_mut()
+        {
+            pg.shadow = Some(twin);
+        }
         let Some(pg) = asset.pg.as_mut() else {
             return;
         };

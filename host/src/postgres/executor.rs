@@ -6,15 +6,19 @@
 //! server cannot hide its slowness behind a queue. Every connection checks the shadow
 //! marker before it sends anything, and the run stops when a connection lands on a
 //! cluster that is not a shadow.
+//!
+//! Workers speak to the server through their own [`LoadConnection`], which writes
+//! prepared statements straight to the socket, so that the client's work per statement
+//! stays close to pgbench's.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -24,6 +28,7 @@ use crate::postgres::error::PgError;
 use crate::postgres::guard::ensure_shadow;
 use crate::postgres::progress::SqlProgress;
 use crate::postgres::sql_report::{SqlErrorClass, SqlOutcome, SqlReport, Tally};
+use crate::postgres::wire::{LoadConnection, WireError};
 use crate::postgres::workload::{SqlTransaction, SqlWorkload};
 
 /// First wait after a failed connect. It doubles after each further failure.
@@ -39,7 +44,9 @@ pub struct SqlOpenConfig {
     pub max_connections: usize,
     /// Maximum number of due transactions that wait for a free connection.
     pub queue_capacity: usize,
-    /// Time after which the client abandons a transaction and its connection.
+    /// Time after which the client abandons a transaction and its connection. A transaction
+    /// may be abandoned up to 1/64 of this earlier (at most 100 ms), as the timer is moved
+    /// only when it lags that far behind.
     pub transaction_timeout: Duration,
 }
 
@@ -61,7 +68,9 @@ pub struct SqlClosedConfig {
     pub connections: usize,
     /// How long to run.
     pub duration: Duration,
-    /// Time after which the client abandons a transaction and its connection.
+    /// Time after which the client abandons a transaction and its connection. A transaction
+    /// may be abandoned up to 1/64 of this earlier (at most 100 ms), as the timer is moved
+    /// only when it lags that far behind.
     pub transaction_timeout: Duration,
 }
 
@@ -289,7 +298,7 @@ async fn run_queue_worker(mut worker: Worker, queue: JobQueue, idle: Arc<AtomicU
         };
         worker.run_one(job.intended).await;
     }
-    worker.tally
+    worker.finish().await
 }
 
 async fn run_closed_worker(mut worker: Worker, deadline: Instant) -> Tally {
@@ -311,21 +320,53 @@ async fn run_closed_worker(mut worker: Worker, deadline: Instant) -> Tally {
             _ = worker.run_one(Instant::now()) => {}
         }
     }
-    worker.tally
+    worker.finish().await
 }
 
 /// One connection with its prepared statements, its random source and its tally.
 struct Worker {
     spec: ClusterSpec,
     workload: Arc<SqlWorkload>,
+    /// Name of the prepared statement for each statement of each transaction.
+    names: Arc<Vec<Vec<String>>>,
     timeout: Duration,
+    /// Ends a transaction that takes `timeout`. Re-armed only when it would fire more
+    /// than [`timer_slack`] early, so most transactions cost no timer registration.
+    timer: Pin<Box<Sleep>>,
+    timer_deadline: Instant,
     random: fastrand::Rng,
-    connection: Option<(Client, Vec<Vec<Statement>>)>,
+    connection: Option<LoadConnection>,
     backoff: Duration,
     tally: Tally,
     stop: CancellationToken,
     /// Shared counts of the current interval, when the caller follows the run.
     progress: Option<SqlProgress>,
+}
+
+/// Prepared statement names of the transaction block commands.
+const BEGIN: &str = "umbra_begin";
+const BEGIN_READ_ONLY: &str = "umbra_begin_ro";
+const COMMIT: &str = "umbra_commit";
+
+/// Names the prepared statements of `workload`: `umbra_<transaction>_<statement>`.
+fn statement_names(workload: &SqlWorkload) -> Arc<Vec<Vec<String>>> {
+    let names = workload
+        .transactions
+        .iter()
+        .enumerate()
+        .map(|(transaction, statements)| {
+            (0..statements.statements.len())
+                .map(|statement| format!("umbra_{transaction}_{statement}"))
+                .collect()
+        })
+        .collect();
+    Arc::new(names)
+}
+
+/// How much earlier than `timeout` a transaction may be abandoned: 1/64 of it, at most
+/// 100 ms.
+fn timer_slack(timeout: Duration) -> Duration {
+    (timeout / 64).min(Duration::from_millis(100))
 }
 
 impl Worker {
@@ -337,10 +378,14 @@ impl Worker {
         stop: CancellationToken,
     ) -> Result<Worker, PgError> {
         let tally = Tally::new(classes(&workload))?;
+        let timer_deadline = Instant::now() + timeout;
         Ok(Worker {
             spec,
+            names: statement_names(&workload),
             workload,
             timeout,
+            timer: Box::pin(tokio::time::sleep_until(timer_deadline.into())),
+            timer_deadline,
             random: fastrand::Rng::with_seed(0x5eed ^ index as u64),
             connection: None,
             backoff: CONNECT_BACKOFF_MIN,
@@ -356,16 +401,15 @@ impl Worker {
         let Some(index) = self.workload.pick(&mut self.random) else {
             return;
         };
-        let workload = self.workload.clone();
-        let transaction = &workload.transactions[index];
 
-        if self.connection.is_none() {
+        if !self
+            .connection
+            .as_ref()
+            .is_some_and(LoadConnection::is_usable)
+        {
+            self.connection = None;
             if let Err(class) = self.connect().await {
-                self.tally
-                    .record(&transaction.class, SqlOutcome::Failed(class), None);
-                if let Some(progress) = &self.progress {
-                    progress.record(SqlOutcome::Failed(class), None);
-                }
+                self.record(index, SqlOutcome::Failed(class), None);
                 tokio::time::sleep(self.backoff).await;
                 self.backoff = (self.backoff * 2).min(CONNECT_BACKOFF_MAX);
                 return;
@@ -373,112 +417,142 @@ impl Worker {
             self.backoff = CONNECT_BACKOFF_MIN;
         }
 
-        let outcome = match tokio::time::timeout(self.timeout, self.execute(index)).await {
-            Ok(Ok(())) => SqlOutcome::Committed,
-            Ok(Err(class)) => SqlOutcome::Failed(class),
-            Err(_) => {
+        self.arm_timer();
+        let outcome = tokio::select! {
+            biased;
+            result = run_transaction(
+                &mut self.connection,
+                &self.workload.transactions[index],
+                &self.names[index],
+                &mut self.random,
+            ) => match result {
+                Ok(()) => SqlOutcome::Committed,
+                Err(class) => SqlOutcome::Failed(class),
+            },
+            () = self.timer.as_mut() => {
                 // The transaction may still run on the server; closing the connection
                 // makes the server abort it.
                 self.connection = None;
                 SqlOutcome::Failed(SqlErrorClass::ClientTimeout)
             }
         };
-        let latency = intended.elapsed();
-        self.tally
-            .record(&transaction.class, outcome, Some(latency));
-        if let Some(progress) = &self.progress {
-            progress.record(outcome, Some(latency));
+        self.record(index, outcome, Some(intended.elapsed()));
+    }
+
+    /// Moves the timer to `timeout` from now unless it is already less than the slack
+    /// earlier than that.
+    fn arm_timer(&mut self) {
+        let due = Instant::now() + self.timeout;
+        if due.saturating_duration_since(self.timer_deadline) > timer_slack(self.timeout) {
+            self.timer.as_mut().reset(due.into());
+            self.timer_deadline = due;
         }
     }
 
+    fn record(&mut self, index: usize, outcome: SqlOutcome, latency: Option<Duration>) {
+        let class = &self.workload.transactions[index].class;
+        self.tally.record(class, outcome, latency);
+        if let Some(progress) = &self.progress {
+            progress.record(outcome, latency);
+        }
+    }
+
+    /// Opens a connection, checks that it reached a shadow and prepares every statement
+    /// of the workload on it.
     async fn connect(&mut self) -> Result<(), SqlErrorClass> {
-        let mut config = self.spec.config();
-        config.application_name("umbra_load");
-        let client = match crate::postgres::cluster::connect_with(&self.spec, config).await {
-            Ok(client) => client,
-            Err(PgError::Connect { source, .. }) => return Err(SqlErrorClass::of(&source)),
-            Err(_) => return Err(SqlErrorClass::Connection),
-        };
-        if let Err(error) = ensure_shadow(&client, &self.spec).await {
-            warn!(%error, "load connection reached a cluster that is not a shadow, stopping the run");
-            self.stop.cancel();
-            return Err(SqlErrorClass::Connection);
+        let mut connection = LoadConnection::connect(&self.spec, "umbra_load")
+            .await
+            .map_err(|error| error.class())?;
+        match connection.is_shadow().await {
+            Ok(true) => {}
+            Ok(false) => {
+                let error = PgError::NotAShadow(self.spec.to_string());
+                warn!(%error, "load connection reached a cluster that is not a shadow, stopping the run");
+                self.stop.cancel();
+                connection.close().await;
+                return Err(SqlErrorClass::Connection);
+            }
+            Err(error) => return Err(error.class()),
         }
 
-        let mut prepared = Vec::with_capacity(self.workload.transactions.len());
-        for transaction in &self.workload.transactions {
-            let mut statements = Vec::with_capacity(transaction.statements.len());
-            for statement in &transaction.statements {
-                let statement = client
-                    .prepare(&statement.sql)
-                    .await
-                    .map_err(|error| SqlErrorClass::of(&error))?;
-                statements.push(statement);
-            }
-            prepared.push(statements);
-        }
-        self.connection = Some((client, prepared));
+        let statements: Vec<(&str, &str)> = self
+            .workload
+            .transactions
+            .iter()
+            .zip(self.names.iter())
+            .flat_map(|(transaction, names)| {
+                names
+                    .iter()
+                    .zip(&transaction.statements)
+                    .map(|(name, statement)| (name.as_str(), statement.sql.as_str()))
+            })
+            .chain([
+                (BEGIN, "BEGIN"),
+                (BEGIN_READ_ONLY, "BEGIN READ ONLY"),
+                (COMMIT, "COMMIT"),
+            ])
+            .collect();
+        connection
+            .prepare(&statements)
+            .await
+            .map_err(|error| error.class())?;
+        self.connection = Some(connection);
         Ok(())
     }
 
-    async fn execute(&mut self, index: usize) -> Result<(), SqlErrorClass> {
-        let workload = self.workload.clone();
-        let transaction = &workload.transactions[index];
-        let Some((client, prepared)) = &self.connection else {
-            return Err(SqlErrorClass::Connection);
-        };
-        let explicit = transaction.statements.len() > 1 || transaction.read_only;
-
-        let result = execute_transaction(
-            client,
-            &prepared[index],
-            transaction,
-            explicit,
-            &mut self.random,
-        )
-        .await;
-        let Err(error) = result else {
-            return Ok(());
-        };
-
-        let class = SqlErrorClass::of(&error);
-        if client.is_closed() || (explicit && client.batch_execute("ROLLBACK").await.is_err()) {
-            self.connection = None;
+    /// Ends the worker's session and returns its counts.
+    async fn finish(mut self) -> Tally {
+        if let Some(connection) = self.connection.take() {
+            connection.close().await;
         }
-        Err(class)
+        self.tally
     }
 }
 
-/// Sends the statements of `transaction`, inside `BEGIN` and `COMMIT` when `explicit`.
-async fn execute_transaction(
-    client: &Client,
-    prepared: &[Statement],
+/// Runs `transaction` on `connection` and, after a failure, rolls back an open
+/// transaction block. Leaves `None` behind when the connection cannot be used again.
+async fn run_transaction(
+    connection: &mut Option<LoadConnection>,
     transaction: &SqlTransaction,
-    explicit: bool,
+    names: &[String],
     random: &mut fastrand::Rng,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), SqlErrorClass> {
+    let Some(open) = connection else {
+        return Err(SqlErrorClass::Connection);
+    };
+    let Err(error) = execute_transaction(open, transaction, names, random).await else {
+        return Ok(());
+    };
+
+    if !open.is_usable() || (open.in_transaction() && open.simple_query("ROLLBACK").await.is_err())
+    {
+        *connection = None;
+    }
+    Err(error.class())
+}
+
+/// Sends the statements of `transaction`, inside `BEGIN` and `COMMIT` when it has several
+/// statements or is read-only.
+async fn execute_transaction(
+    connection: &mut LoadConnection,
+    transaction: &SqlTransaction,
+    names: &[String],
+    random: &mut fastrand::Rng,
+) -> Result<(), WireError> {
+    let explicit = transaction.statements.len() > 1 || transaction.read_only;
     if explicit {
         let begin = if transaction.read_only {
-            "BEGIN READ ONLY"
+            BEGIN_READ_ONLY
         } else {
-            "BEGIN"
+            BEGIN
         };
-        client.batch_execute(begin).await?;
+        connection.execute(begin, &[], random).await?;
     }
-    for (statement, prepared) in transaction.statements.iter().zip(prepared) {
-        let values: Vec<Box<dyn ToSql + Sync + Send>> = statement
-            .params
-            .iter()
-            .map(|param| param.draw(random))
-            .collect();
-        let params: Vec<&(dyn ToSql + Sync)> = values
-            .iter()
-            .map(|value| value.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        client.execute(prepared, &params).await?;
+    for (statement, name) in transaction.statements.iter().zip(names) {
+        connection.execute(name, &statement.params, random).await?;
     }
     if explicit {
-        client.batch_execute("COMMIT").await?;
+        connection.execute(COMMIT, &[], random).await?;
     }
     Ok(())
 }

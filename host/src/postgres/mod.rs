@@ -63,6 +63,7 @@ mod server;
 mod settings;
 mod shadow;
 mod sql_report;
+mod wire;
 mod workload;
 
 pub use cluster::{CONNECT_TIMEOUT, ClusterSpec, connect};

@@ -49,7 +49,12 @@ pub enum SqlErrorClass {
 impl SqlErrorClass {
     /// Classifies a tokio-postgres error by its SQLSTATE.
     pub fn of(error: &tokio_postgres::Error) -> SqlErrorClass {
-        match error.code() {
+        SqlErrorClass::of_state(error.code())
+    }
+
+    /// Classifies an error by its SQLSTATE; no SQLSTATE means the connection failed.
+    pub fn of_state(code: Option<&SqlState>) -> SqlErrorClass {
+        match code {
             Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => SqlErrorClass::Deadlock,
             Some(code) if *code == SqlState::QUERY_CANCELED => SqlErrorClass::StatementTimeout,
             Some(code) if *code == SqlState::LOCK_NOT_AVAILABLE => SqlErrorClass::LockTimeout,

@@ -8,7 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
-use tokio_postgres::types::ToSql;
 
 use crate::postgres::cluster::{ClusterSpec, connect};
 use crate::postgres::error::PgError;
@@ -30,16 +29,6 @@ pub enum SqlParam {
     Int { value: i32 },
     /// A fixed `text`.
     Text { value: String },
-}
-
-impl SqlParam {
-    pub(crate) fn draw(&self, random: &mut fastrand::Rng) -> Box<dyn ToSql + Sync + Send> {
-        match self {
-            SqlParam::UniformInt { min, max } => Box::new(random.i32(*min..=(*max).max(*min))),
-            SqlParam::Int { value } => Box::new(*value),
-            SqlParam::Text { value } => Box::new(value.clone()),
-        }
-    }
 }
 
 /// One statement with its parameters.

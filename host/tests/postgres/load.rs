@@ -5,8 +5,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use umbra_host::load::{LoadPlan, Stage};
 use umbra_host::postgres::{
-    MetricsCollector, PgError, SqlClosedConfig, SqlOpenConfig, SqlWorkload, connect,
-    prepare_pgbench_tables, run_sql_closed, run_sql_open,
+    ClusterSpec, MetricsCollector, PgError, SqlClosedConfig, SqlOpenConfig, SqlParam, SqlStatement,
+    SqlTransaction, SqlWorkload, connect, prepare_pgbench_tables, run_sql_closed, run_sql_open,
 };
 
 use crate::support::{LiveCluster, TestResult};
@@ -155,6 +155,63 @@ async fn replay_uses_read_only_statements() -> TestResult {
     );
     assert!(report.committed > 0, "{report:?}");
     assert_eq!(report.errors.total(), 0, "{report:?}");
+    shadow.destroy().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_logs_in_with_scram_and_md5_passwords() -> TestResult {
+    let live = LiveCluster::start(&[]).await?;
+    let client = live.client().await?;
+    client
+        .batch_execute(
+            "CREATE ROLE umbra_scram LOGIN PASSWORD 'scram secret';
+             SET password_encryption = 'md5';
+             CREATE ROLE umbra_md5 LOGIN PASSWORD 'md5 secret';",
+        )
+        .await?;
+    let hba = live.data_dir.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba)?;
+    std::fs::write(
+        &hba,
+        format!(
+            "host all umbra_scram 127.0.0.1/32 scram-sha-256\n\
+             host all umbra_md5 127.0.0.1/32 md5\n{rules}"
+        ),
+    )?;
+    client.batch_execute("SELECT pg_reload_conf()").await?;
+    // The clone copies the roles and pg_hba.conf.
+    let shadow = live.shadow(&[]).await?;
+    let workload = SqlWorkload {
+        transactions: vec![SqlTransaction {
+            class: "arithmetic".to_owned(),
+            weight: 1,
+            read_only: true,
+            statements: vec![SqlStatement {
+                sql: "SELECT $1::int + 1".to_owned(),
+                params: vec![SqlParam::UniformInt { min: 1, max: 100 }],
+            }],
+        }],
+    };
+    let config = SqlClosedConfig {
+        connections: 2,
+        duration: Duration::from_millis(500),
+        transaction_timeout: Duration::from_secs(5),
+    };
+
+    for (case, user, password) in [
+        ("scram", "umbra_scram", "scram secret"),
+        ("md5", "umbra_md5", "md5 secret"),
+    ] {
+        let spec = ClusterSpec {
+            user: user.to_owned(),
+            password: Some(password.to_owned()),
+            ..shadow.spec().clone()
+        };
+        let report = run_sql_closed(&spec, &workload, &config, CancellationToken::new()).await?;
+        assert_eq!(report.errors.total(), 0, "{case}: {report:?}");
+        assert!(report.committed > 10, "{case}: {report:?}");
+    }
     shadow.destroy().await?;
     Ok(())
 }

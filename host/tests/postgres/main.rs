@@ -9,6 +9,7 @@ mod bench;
 mod config;
 mod driver;
 mod engine;
+mod engine_clone;
 mod engine_input;
 mod engine_scenario;
 mod load;

@@ -1,0 +1,496 @@
+//! The load workers' own PostgreSQL connection: prepared statements written straight to
+//! the socket by the worker that runs them.
+//!
+//! tokio-postgres hands every statement to a connection task over a channel and returns
+//! the response over a new channel per request. At a single-row read's rate that client
+//! work takes CPU from the server under test, and the executor fell to half of pgbench's
+//! rate. A load worker needs only a subset of the protocol: log in, prepare statements,
+//! bind integer and text parameters, and learn whether each statement succeeded. Its rows
+//! are discarded. [`LoadConnection`] speaks that subset over one socket owned by the
+//! worker, with `postgres-protocol` encoding and decoding the messages, and one write and
+//! usually one read per statement, as pgbench does in its prepared mode.
+//!
+//! Parameters go as text, so the server infers their types when it prepares a statement.
+//! Setup, metrics and the failure scenarios keep using tokio-postgres.
+
+use std::fmt::Write as _;
+use std::io;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::IsNull;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::message::backend::{DataRowBody, ErrorResponseBody, Message};
+use postgres_protocol::message::frontend;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_postgres::error::SqlState;
+
+use crate::postgres::cluster::{CONNECT_TIMEOUT, ClusterSpec};
+use crate::postgres::shadow::SHADOW_MARKER_SETTING;
+use crate::postgres::sql_report::SqlErrorClass;
+use crate::postgres::workload::SqlParam;
+
+/// Transaction status byte of `ReadyForQuery` outside a transaction block.
+const IDLE: u8 = b'I';
+
+/// Why a load connection failed or a statement did not succeed.
+#[derive(Debug, Error)]
+pub(crate) enum WireError {
+    /// Connecting, reading or writing failed, or the server closed the connection.
+    #[error("connection to the PostgreSQL server failed")]
+    Io(#[from] io::Error),
+    /// The server answered with an error.
+    #[error("PostgreSQL reported {severity} {code}: {message}")]
+    Server {
+        severity: String,
+        code: String,
+        message: String,
+    },
+    /// The server asked for a way of logging in that the load client does not speak.
+    #[error(
+        "the server asked for {0} authentication; load connections support trust, password, md5 and SCRAM-SHA-256"
+    )]
+    UnsupportedAuthentication(&'static str),
+    /// The server asked for a password and the cluster spec has none.
+    #[error("the server asked for a password and the cluster has none: set `password`")]
+    MissingPassword,
+    /// The server sent a message that makes no sense at this point.
+    #[error("unexpected message from the PostgreSQL server while {0}")]
+    Protocol(&'static str),
+    /// A cancelled statement left the connection in an unknown state.
+    #[error("the connection was abandoned in the middle of a statement")]
+    Abandoned,
+}
+
+impl WireError {
+    /// Class under which the load report counts this failure.
+    pub(crate) fn class(&self) -> SqlErrorClass {
+        match self {
+            WireError::Server { code, .. } => {
+                SqlErrorClass::of_state(Some(&SqlState::from_code(code)))
+            }
+            _ => SqlErrorClass::Connection,
+        }
+    }
+
+    fn server(body: &ErrorResponseBody) -> WireError {
+        let mut severity = String::new();
+        let mut code = String::new();
+        let mut message = String::new();
+        let mut fields = body.fields();
+        while let Ok(Some(field)) = fields.next() {
+            let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
+            match field.type_() {
+                b'V' => severity = value,
+                b'C' => code = value,
+                b'M' => message = value,
+                _ => {}
+            }
+        }
+        WireError::Server {
+            severity,
+            code,
+            message,
+        }
+    }
+
+    /// Whether the server ends the session after this error.
+    fn ends_session(&self) -> bool {
+        match self {
+            WireError::Server { severity, .. } => severity == "FATAL" || severity == "PANIC",
+            _ => true,
+        }
+    }
+}
+
+trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
+
+/// One logged-in session with the statements a worker prepared on it.
+pub(crate) struct LoadConnection {
+    socket: Box<dyn Socket>,
+    output: BytesMut,
+    input: BytesMut,
+    /// Transaction status from the last `ReadyForQuery`.
+    status: u8,
+    /// Set while a statement waits for its answer, and left set when that wait is
+    /// cancelled, so that the connection is not used again.
+    in_flight: bool,
+    /// Set once the stream broke or the server ended the session.
+    broken: bool,
+}
+
+impl LoadConnection {
+    /// Connects to `spec` as `application_name` and logs in.
+    ///
+    /// A host that starts with `/` is a directory holding the server's Unix socket, as
+    /// for libpq.
+    pub(crate) async fn connect(
+        spec: &ClusterSpec,
+        application_name: &str,
+    ) -> Result<LoadConnection, WireError> {
+        let socket = tokio::time::timeout(CONNECT_TIMEOUT, open_socket(spec))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let mut connection = LoadConnection {
+            socket,
+            output: BytesMut::with_capacity(1024),
+            input: BytesMut::with_capacity(8192),
+            status: IDLE,
+            in_flight: false,
+            broken: false,
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connection.log_in(spec, application_name))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "login timed out"))??;
+        Ok(connection)
+    }
+
+    /// Whether the connection can run further statements.
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.broken && !self.in_flight
+    }
+
+    /// Whether the last statement left a transaction block open, failed or not.
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.status != IDLE
+    }
+
+    /// Whether the server is an Umbra shadow, from its `umbra.shadow` setting.
+    pub(crate) async fn is_shadow(&mut self) -> Result<bool, WireError> {
+        // The setting name is a constant of ours, so it can go into the literal as is.
+        let sql = format!("SELECT current_setting('{SHADOW_MARKER_SETTING}', true)");
+        let value = self.simple_query_value(&sql).await?;
+        Ok(value.as_deref() == Some("on"))
+    }
+
+    /// Prepares each `(name, sql)` pair as a named statement, in one round trip.
+    pub(crate) async fn prepare(&mut self, statements: &[(&str, &str)]) -> Result<(), WireError> {
+        for &(name, sql) in statements {
+            frontend::parse(name, sql, std::iter::empty(), &mut self.output)?;
+        }
+        frontend::sync(&mut self.output);
+        self.round_trip("preparing statements", |_| Ok(())).await?;
+        Ok(())
+    }
+
+    /// Runs the prepared statement `name` with `params`, each drawn from `random`, and
+    /// discards its rows.
+    pub(crate) async fn execute(
+        &mut self,
+        name: &str,
+        params: &[SqlParam],
+        random: &mut fastrand::Rng,
+    ) -> Result<(), WireError> {
+        let bound = frontend::bind(
+            "",
+            name,
+            std::iter::empty(),
+            params,
+            |param, buf| {
+                write_text(param, random, buf);
+                Ok(IsNull::No)
+            },
+            std::iter::empty(),
+            &mut self.output,
+        );
+        if bound.is_err() {
+            self.output.clear();
+            return Err(WireError::Protocol("binding parameters"));
+        }
+        frontend::execute("", 0, &mut self.output)?;
+        frontend::sync(&mut self.output);
+        self.round_trip("running a statement", |_| Ok(())).await
+    }
+
+    /// Sends `sql` as a simple query, outside the prepared statements.
+    pub(crate) async fn simple_query(&mut self, sql: &str) -> Result<(), WireError> {
+        frontend::query(sql, &mut self.output)?;
+        self.round_trip("running a query", |_| Ok(())).await
+    }
+
+    /// Ends the session politely, so that the server logs no broken connection.
+    pub(crate) async fn close(mut self) {
+        if self.is_usable() {
+            frontend::terminate(&mut self.output);
+            let _ = self.socket.write_all(&self.output).await;
+            let _ = self.socket.shutdown().await;
+        }
+    }
+
+    async fn log_in(
+        &mut self,
+        spec: &ClusterSpec,
+        application_name: &str,
+    ) -> Result<(), WireError> {
+        let parameters = [
+            ("user", spec.user.as_str()),
+            ("database", spec.database.as_str()),
+            ("application_name", application_name),
+            ("client_encoding", "UTF8"),
+        ];
+        frontend::startup_message(parameters, &mut self.output)?;
+        self.flush().await?;
+
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            match self.read_message().await? {
+                Message::AuthenticationOk => break,
+                Message::AuthenticationCleartextPassword => {
+                    let password = password(spec)?;
+                    frontend::password_message(password, &mut self.output)?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let hash = md5_hash(spec.user.as_bytes(), password(spec)?, body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut self.output)?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut mechanisms = body.mechanisms();
+                    let mut offered = false;
+                    while let Some(mechanism) = mechanisms.next()? {
+                        offered |= mechanism == SCRAM_SHA_256;
+                    }
+                    if !offered {
+                        return Err(WireError::UnsupportedAuthentication("SASL"));
+                    }
+                    let exchange = ScramSha256::new(password(spec)?, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(
+                        SCRAM_SHA_256,
+                        exchange.message(),
+                        &mut self.output,
+                    )?;
+                    scram = Some(exchange);
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let exchange = scram.as_mut().ok_or(WireError::Protocol("logging in"))?;
+                    exchange.update(body.data())?;
+                    frontend::sasl_response(exchange.message(), &mut self.output)?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let exchange = scram.as_mut().ok_or(WireError::Protocol("logging in"))?;
+                    exchange.finish(body.data())?;
+                    continue;
+                }
+                Message::AuthenticationGss | Message::AuthenticationGssContinue(_) => {
+                    return Err(WireError::UnsupportedAuthentication("GSSAPI"));
+                }
+                Message::AuthenticationSspi => {
+                    return Err(WireError::UnsupportedAuthentication("SSPI"));
+                }
+                Message::AuthenticationKerberosV5 | Message::AuthenticationScmCredential => {
+                    return Err(WireError::UnsupportedAuthentication("legacy"));
+                }
+                Message::ErrorResponse(body) => return Err(self.fail(&body)),
+                _ => return Err(WireError::Protocol("logging in")),
+            }
+            self.flush().await?;
+        }
+
+        // Parameter statuses and the key for cancel requests follow; neither is needed.
+        self.in_flight = true;
+        self.finish("starting the session", &mut |_| Ok(())).await
+    }
+
+    /// Sends the buffered messages, then reads up to `ReadyForQuery`, passing every row
+    /// to `row` and returning the first error the server reported.
+    async fn round_trip(
+        &mut self,
+        step: &'static str,
+        mut row: impl FnMut(&DataRowBody) -> Result<(), WireError> + Send,
+    ) -> Result<(), WireError> {
+        if !self.is_usable() {
+            self.output.clear();
+            return Err(WireError::Abandoned);
+        }
+        self.in_flight = true;
+        self.flush().await?;
+        self.finish(step, &mut row).await
+    }
+
+    async fn finish(
+        &mut self,
+        step: &'static str,
+        row: &mut (dyn FnMut(&DataRowBody) -> Result<(), WireError> + Send),
+    ) -> Result<(), WireError> {
+        let mut failure = None;
+        loop {
+            match self.read_message().await? {
+                Message::ReadyForQuery(body) => {
+                    self.status = body.status();
+                    self.in_flight = false;
+                    return failure.map_or(Ok(()), Err);
+                }
+                Message::ErrorResponse(body) => {
+                    let error = self.fail(&body);
+                    if self.broken {
+                        return Err(error);
+                    }
+                    failure.get_or_insert(error);
+                }
+                Message::DataRow(body) => {
+                    if failure.is_none() {
+                        row(&body)?;
+                    }
+                }
+                Message::ParseComplete
+                | Message::BindComplete
+                | Message::CommandComplete(_)
+                | Message::EmptyQueryResponse
+                | Message::RowDescription(_)
+                | Message::NoData
+                | Message::NoticeResponse(_)
+                | Message::NotificationResponse(_)
+                | Message::ParameterStatus(_)
+                | Message::BackendKeyData(_) => {}
+                _ => {
+                    self.broken = true;
+                    return Err(WireError::Protocol(step));
+                }
+            }
+        }
+    }
+
+    /// Runs `sql` as a simple query and returns the first column of its first row as
+    /// text, `None` for no row or SQL NULL.
+    async fn simple_query_value(&mut self, sql: &str) -> Result<Option<String>, WireError> {
+        frontend::query(sql, &mut self.output)?;
+        let mut value = None;
+        let mut first = true;
+        self.round_trip("reading a setting", |row| {
+            if std::mem::take(&mut first) {
+                value = first_column(row);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(value)
+    }
+
+    fn fail(&mut self, body: &ErrorResponseBody) -> WireError {
+        let error = WireError::server(body);
+        if error.ends_session() {
+            self.broken = true;
+        }
+        error
+    }
+
+    async fn flush(&mut self) -> Result<(), WireError> {
+        let written = self.socket.write_all(&self.output).await;
+        self.output.clear();
+        if written.is_err() {
+            self.broken = true;
+        }
+        Ok(written?)
+    }
+
+    async fn read_message(&mut self) -> Result<Message, WireError> {
+        loop {
+            match Message::parse(&mut self.input) {
+                Ok(Some(message)) => return Ok(message),
+                Ok(None) => {}
+                Err(error) => {
+                    self.broken = true;
+                    return Err(error.into());
+                }
+            }
+            match self.socket.read_buf(&mut self.input).await {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.broken = true;
+                    return Err(error.into());
+                }
+            }
+        }
+    }
+}
+
+async fn open_socket(spec: &ClusterSpec) -> io::Result<Box<dyn Socket>> {
+    if spec.host.starts_with('/') {
+        let path = format!("{}/.s.PGSQL.{}", spec.host, spec.port);
+        return Ok(Box::new(UnixStream::connect(path).await?));
+    }
+    let stream = TcpStream::connect((spec.host.as_str(), spec.port)).await?;
+    // Every statement is one small write followed by a wait for the answer.
+    stream.set_nodelay(true)?;
+    Ok(Box::new(stream))
+}
+
+fn password(spec: &ClusterSpec) -> Result<&[u8], WireError> {
+    spec.password
+        .as_deref()
+        .map(str::as_bytes)
+        .ok_or(WireError::MissingPassword)
+}
+
+/// Writes the text form of a value drawn from `param`.
+fn write_text(param: &SqlParam, random: &mut fastrand::Rng, buf: &mut BytesMut) {
+    match param {
+        SqlParam::UniformInt { min, max } => {
+            let _ = write!(buf, "{}", random.i32(*min..=(*max).max(*min)));
+        }
+        SqlParam::Int { value } => {
+            let _ = write!(buf, "{value}");
+        }
+        SqlParam::Text { value } => buf.extend_from_slice(value.as_bytes()),
+    }
+}
+
+/// The first column of a row as text, `None` for SQL NULL or no column.
+fn first_column(row: &DataRowBody) -> Option<String> {
+    let range = row.ranges().next().ok()??;
+    let value = row.buffer().get(range?)?;
+    Some(String::from_utf8_lossy(value).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_written_as_text() {
+        let mut random = fastrand::Rng::with_seed(7);
+        let mut buf = BytesMut::new();
+        write_text(&SqlParam::Int { value: -42 }, &mut random, &mut buf);
+        assert_eq!(&buf[..], b"-42");
+
+        buf.clear();
+        write_text(
+            &SqlParam::UniformInt { min: 5, max: 5 },
+            &mut random,
+            &mut buf,
+        );
+        assert_eq!(&buf[..], b"5");
+
+        buf.clear();
+        let text = SqlParam::Text {
+            value: "naïve".to_owned(),
+        };
+        write_text(&text, &mut random, &mut buf);
+        assert_eq!(&buf[..], "naïve".as_bytes());
+    }
+
+    #[test]
+    fn server_errors_are_classed_by_sqlstate() {
+        let error = |code: &str| WireError::Server {
+            severity: "ERROR".to_owned(),
+            code: code.to_owned(),
+            message: String::new(),
+        };
+        assert_eq!(error("40P01").class(), SqlErrorClass::Deadlock);
+        assert_eq!(error("57014").class(), SqlErrorClass::StatementTimeout);
+        assert_eq!(error("53300").class(), SqlErrorClass::TooManyConnections);
+        assert_eq!(error("42P01").class(), SqlErrorClass::OtherSql);
+        assert_eq!(
+            WireError::MissingPassword.class(),
+            SqlErrorClass::Connection
+        );
+    }
+}
