@@ -256,3 +256,54 @@ impl WaitOutput for std::process::Child {
         (stdout, status.success(), stderr)
     }
 }
+
+#[test]
+fn demo_stopped_by_sigterm_exits_143_and_cleans_up() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let work = dir.path().join("work");
+    let api_port = free_port();
+    let child = Command::new(umbra_binary())
+        .current_dir(repo_root())
+        .args(["demo", "--work-dir"])
+        .arg(&work)
+        .args(["--api", &format!("127.0.0.1:{api_port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("umbra demo starts");
+    let mut guard = ChildGuard(child);
+
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", api_port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the demo's API never came up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(guard.0.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().expect("poll") {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(30),
+            "the demo did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(143));
+    let work_text = work.display().to_string();
+    assert_eq!(
+        processes_mentioning(&work_text),
+        Vec::<(u32, String)>::new()
+    );
+}

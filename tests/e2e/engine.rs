@@ -146,6 +146,12 @@ fn healthy_deployment_bad_input_and_crash_recovery() {
         line.contains("400") && body.contains("must be a JSON object"),
         "{line} {body}"
     );
+    assert!(body.contains("not an array"), "{body}");
+    let (line, body) = http(api_port, "GET", "/v1/events?since=-1", "");
+    assert!(
+        line.contains("400") && body.contains("invalid `since` `-1`"),
+        "{line} {body}"
+    );
     let (line, body) = http(
         api_port,
         "POST",

@@ -9,8 +9,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs `umbra model` on the store directory `store/store`, created empty first as
+/// `umbra run` would have.
 fn model(store: &tempfile::TempDir, args: &[&str]) -> Output {
     let store = store.path().join("store");
+    std::fs::create_dir_all(&store).expect("store directory");
     let store = store.to_str().expect("utf-8 path");
     let mut full = vec!["model", "--store", store];
     full.extend_from_slice(args);
@@ -53,6 +56,20 @@ fn model_import_activate_and_roll_back() {
     assert_success(&rolled_back);
     let listing = text(&model(&store, &["list"]).stdout);
     assert!(listing.contains("* umbra-default@3"), "{listing}");
+}
+
+#[test]
+fn model_list_refuses_a_missing_store() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing = dir.path().join("mistyped");
+    let missing_text = missing.to_str().expect("utf-8 path");
+
+    let output = umbra(&["model", "--store", missing_text, "list"]);
+
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("no store in"), "{stderr}");
+    assert!(!missing.exists(), "`{missing_text}` was created");
 }
 
 #[test]

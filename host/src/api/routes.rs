@@ -155,12 +155,15 @@ struct RollbackRequest {
 fn since(params: &BTreeMap<String, String>) -> Result<i64, Box<HttpResponse>> {
     match params.get("since") {
         None => Ok(0),
-        Some(text) => text.parse().map_err(|_| {
-            Box::new(error(
+        Some(text) => match text.parse::<i64>() {
+            Ok(since) if since >= 0 => Ok(since),
+            _ => Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
-                format!("invalid `since` `{text}`: expected milliseconds since the Unix epoch"),
-            ))
-        }),
+                format!(
+                    "invalid `since` `{text}`: expected milliseconds since the Unix epoch, 0 or more"
+                ),
+            ))),
+        },
     }
 }
 
@@ -236,10 +239,18 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|parse_error| bad_request(format!("malformed JSON body: {parse_error}")))?;
     // serde describes a JSON array given for a struct as a sequence of its
     // fields ("expected struct X with 4 elements"), which misleads more than it helps.
-    if !value.is_object() {
-        return Err(bad_request(
-            "the request body must be a JSON object with the fields docs/ENGINE.md lists for this endpoint".to_owned(),
-        ));
+    let received = match &value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+    };
+    if let Some(received) = received {
+        return Err(bad_request(format!(
+            "the request body must be a JSON object with the fields docs/ENGINE.md lists for this endpoint, not {received}"
+        )));
     }
     serde_json::from_value(value)
         .map_err(|parse_error| bad_request(format!("malformed JSON body: {parse_error}")))

@@ -9,6 +9,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -215,8 +217,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         // it started.
         let interrupt = CancellationToken::new();
         let signal = interrupt.clone();
+        let signal_status = Arc::new(AtomicU8::new(0));
+        let received = signal_status.clone();
         tokio::spawn(async move {
-            super::ingest::wait_for_shutdown().await;
+            received.store(super::ingest::wait_for_shutdown().await, Ordering::Release);
             signal.cancel();
         });
         let users_stop = CancellationToken::new();
@@ -305,7 +309,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(match missed {
             None => ExitCode::SUCCESS,
-            Some(_) if interrupt.is_cancelled() => ExitCode::from(130),
+            Some(_) if interrupt.is_cancelled() => {
+                ExitCode::from(signal_status.load(Ordering::Acquire))
+            }
             Some(_) => ExitCode::from(1),
         })
     })

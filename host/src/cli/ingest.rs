@@ -52,18 +52,22 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn wait_for_shutdown() {
+/// Waits for Ctrl-C or SIGTERM and returns the exit status a shell reports for a
+/// process that signal ends: 130 for SIGINT, 143 for SIGTERM.
+pub(crate) async fn wait_for_shutdown() -> u8 {
+    const SIGINT_STATUS: u8 = 128 + 2;
+    const SIGTERM_STATUS: u8 = 128 + 15;
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,
             Err(error) => {
                 tracing::error!(%error, "cannot watch SIGTERM; stop with Ctrl-C");
                 let _ = tokio::signal::ctrl_c().await;
-                return;
+                return SIGINT_STATUS;
             }
         };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => SIGINT_STATUS,
+        _ = terminate.recv() => SIGTERM_STATUS,
     }
 }

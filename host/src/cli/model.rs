@@ -13,7 +13,8 @@ use umbra_host::store::{Store, StoreConfig};
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Directory of the sled store that contains the repository; created when missing.
+    /// Directory of the store that contains the repository. `import` creates it when
+    /// missing; the other commands need it to exist.
     #[arg(long)]
     store: PathBuf,
 
@@ -62,6 +63,13 @@ enum ModelCommand {
 }
 
 pub fn run(args: ModelArgs) -> anyhow::Result<ExitCode> {
+    // Reading commands must not leave an empty store behind a mistyped path.
+    if !matches!(args.command, ModelCommand::Import { .. }) && !args.store.is_dir() {
+        anyhow::bail!(
+            "no store in `{}`: pass the `store.path` directory of the engine's configuration, or import a model first",
+            args.store.display()
+        );
+    }
     let store = Store::open(&args.store, StoreConfig::default())
         .with_context(|| format!("failed to open the store in `{}`", args.store.display()))?;
     let repository =

@@ -56,7 +56,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let api = bound.serve(engine.handle());
         outln!("umbra engine running; API on http://{}", api.local_addr());
         let failure = tokio::select! {
-            () = super::ingest::wait_for_shutdown() => None,
+            _ = super::ingest::wait_for_shutdown() => None,
             reason = engine.failure() => Some(reason),
         };
         match &failure {

@@ -684,7 +684,6 @@ impl Controller {
         let mut assets = std::mem::take(&mut self.assets);
         for asset in &mut assets {
             asset.baseline = None;
-            asset.stress = None;
             self.stop_control(asset).await;
             self.stop_shadow(asset).await;
             if stop_live && let Some(mut live) = asset.live.take() {

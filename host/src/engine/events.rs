@@ -116,6 +116,15 @@ pub enum EngineEvent {
         error_rate: f64,
         latency_p99_ms: f64,
     },
+    /// A stress profile stopped before its end because its shadow was stopped: a
+    /// deployment, a rollback or the engine's shutdown replaced or removed it. The
+    /// profile neither passed nor failed.
+    ProfileCancelled {
+        asset: String,
+        role: String,
+        profile: String,
+        requests: u64,
+    },
     /// A shadow or control shadow failed.
     ShadowFailed {
         asset: String,
@@ -246,6 +255,7 @@ impl EngineEvent {
             | ProfileStarted { asset, .. }
             | ProfileProgress { asset, .. }
             | ProfilePassed { asset, .. }
+            | ProfileCancelled { asset, .. }
             | ShadowFailed { asset, .. }
             | Prediction { asset, .. }
             | VersionStatus { asset, .. }

@@ -206,7 +206,14 @@ impl Controller {
     /// Stops the shadow and removes its data.
     pub async fn stop_shadow(&self, asset: &mut AssetState) {
         asset.baseline = None;
-        asset.stress = None;
+        if let Some(stress) = asset.stress.take() {
+            self.recorder.record(EngineEvent::ProfileCancelled {
+                asset: asset.name().to_owned(),
+                role: Role::Shadow.as_str().to_owned(),
+                profile: stress.profile.name.clone(),
+                requests: stress.requests,
+            });
+        }
         self.stop_proxy(asset).await;
         self.pg_stop_twin(asset, Role::Shadow).await;
         if let Some(mut shadow) = asset.shadow.take() {

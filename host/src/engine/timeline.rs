@@ -118,6 +118,14 @@ pub fn line(event: &EngineEvent) -> Option<String> {
             "passed    {asset} {role} held `{profile}`: {requests} requests, worst {:.1} % errors, worst p99 {latency_p99_ms:.0} ms",
             error_rate * 100.0
         ),
+        ProfileCancelled {
+            asset,
+            role,
+            profile,
+            requests,
+        } => format!(
+            "cancelled {asset} {role} `{profile}` after {requests} requests: the shadow was stopped"
+        ),
         ShadowFailed {
             asset,
             role,

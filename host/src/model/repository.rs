@@ -167,9 +167,18 @@ impl ModelRepository {
     }
 
     /// Returns the active choice: the stored one, or the built-in default when none was
-    /// ever set. One key lookup, meant to be called every tick.
+    /// ever set. A built-in default of an earlier Umbra release, which this one no longer
+    /// ships, reads as the current built-in default. One key lookup, meant to be called
+    /// every tick.
     pub fn active(&self) -> Result<ActiveChoice, ModelError> {
         match self.kv.get::<ActiveChoice>("active")? {
+            Some(ActiveChoice::Model { reference })
+                if is_earlier_built_in(&reference) && self.get(&reference)?.is_none() =>
+            {
+                Ok(ActiveChoice::Model {
+                    reference: DEFAULT_REFERENCE.to_owned(),
+                })
+            }
             Some(choice) => Ok(choice),
             None => Ok(ActiveChoice::Model {
                 reference: DEFAULT_REFERENCE.to_owned(),
@@ -234,6 +243,15 @@ pub fn parse_reference(reference: &str) -> Result<(&str, &str), ModelError> {
         Some((name, version)) if !name.is_empty() && !version.is_empty() => Ok((name, version)),
         _ => Err(ModelError::Reference(reference.to_owned())),
     }
+}
+
+/// Whether `reference` names the built-in default at another version than this
+/// release's.
+fn is_earlier_built_in(reference: &str) -> bool {
+    let current = parse_reference(DEFAULT_REFERENCE).map(|(name, _)| name);
+    let named = parse_reference(reference).map(|(name, _)| name);
+    matches!((current, named), (Ok(current), Ok(named)) if current == named)
+        && reference != DEFAULT_REFERENCE
 }
 
 fn onnx_key(reference: &str) -> String {

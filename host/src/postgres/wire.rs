@@ -16,12 +16,17 @@
 use std::fmt::Write as _;
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::IsNull;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use postgres_protocol::message::backend::{DataRowBody, ErrorResponseBody, Message};
+use postgres_protocol::message::backend::{
+    BACKEND_KEY_DATA_TAG, BIND_COMPLETE_TAG, COMMAND_COMPLETE_TAG, DATA_ROW_TAG, DataRowBody,
+    EMPTY_QUERY_RESPONSE_TAG, ErrorResponseBody, Message, NO_DATA_TAG, NOTICE_RESPONSE_TAG,
+    NOTIFICATION_RESPONSE_TAG, PARAMETER_STATUS_TAG, PARSE_COMPLETE_TAG, READY_FOR_QUERY_TAG,
+    ROW_DESCRIPTION_TAG,
+};
 use postgres_protocol::message::frontend;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -32,6 +37,9 @@ use crate::postgres::cluster::{CONNECT_TIMEOUT, ClusterSpec};
 use crate::postgres::shadow::SHADOW_MARKER_SETTING;
 use crate::postgres::sql_report::SqlErrorClass;
 use crate::postgres::workload::SqlParam;
+
+/// Receives the rows of a statement.
+type RowSink<'a> = &'a mut (dyn FnMut(&DataRowBody) -> Result<(), WireError> + Send);
 
 /// Transaction status byte of `ReadyForQuery` outside a transaction block.
 const IDLE: u8 = b'I';
@@ -174,7 +182,7 @@ impl LoadConnection {
             frontend::parse(name, sql, std::iter::empty(), &mut self.output)?;
         }
         frontend::sync(&mut self.output);
-        self.round_trip("preparing statements", |_| Ok(())).await?;
+        self.round_trip("preparing statements", None).await?;
         Ok(())
     }
 
@@ -204,13 +212,13 @@ impl LoadConnection {
         }
         frontend::execute("", 0, &mut self.output)?;
         frontend::sync(&mut self.output);
-        self.round_trip("running a statement", |_| Ok(())).await
+        self.round_trip("running a statement", None).await
     }
 
     /// Sends `sql` as a simple query, outside the prepared statements.
     pub(crate) async fn simple_query(&mut self, sql: &str) -> Result<(), WireError> {
         frontend::query(sql, &mut self.output)?;
-        self.round_trip("running a query", |_| Ok(())).await
+        self.round_trip("running a query", None).await
     }
 
     /// Ends the session politely, so that the server logs no broken connection.
@@ -292,15 +300,15 @@ impl LoadConnection {
 
         // Parameter statuses and the key for cancel requests follow; neither is needed.
         self.in_flight = true;
-        self.finish("starting the session", &mut |_| Ok(())).await
+        self.finish("starting the session", None).await
     }
 
     /// Sends the buffered messages, then reads up to `ReadyForQuery`, passing every row
-    /// to `row` and returning the first error the server reported.
+    /// to `row` when given and returning the first error the server reported.
     async fn round_trip(
         &mut self,
         step: &'static str,
-        mut row: impl FnMut(&DataRowBody) -> Result<(), WireError> + Send,
+        row: Option<RowSink<'_>>,
     ) -> Result<(), WireError> {
         if !self.is_usable() {
             self.output.clear();
@@ -308,17 +316,34 @@ impl LoadConnection {
         }
         self.in_flight = true;
         self.flush().await?;
-        self.finish(step, &mut row).await
+        self.finish(step, row).await
     }
 
     async fn finish(
         &mut self,
         step: &'static str,
-        row: &mut (dyn FnMut(&DataRowBody) -> Result<(), WireError> + Send),
+        mut row: Option<RowSink<'_>>,
     ) -> Result<(), WireError> {
         let mut failure = None;
         loop {
-            match self.read_message().await? {
+            let wants_rows = row.is_some() && failure.is_none();
+            if let Some(status) = skip_plain(&mut self.input, wants_rows) {
+                self.status = status;
+                self.in_flight = false;
+                return failure.map_or(Ok(()), Err);
+            }
+            let message = match Message::parse(&mut self.input) {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    self.fill().await?;
+                    continue;
+                }
+                Err(error) => {
+                    self.broken = true;
+                    return Err(error.into());
+                }
+            };
+            match message {
                 Message::ReadyForQuery(body) => {
                     self.status = body.status();
                     self.in_flight = false;
@@ -332,20 +357,12 @@ impl LoadConnection {
                     failure.get_or_insert(error);
                 }
                 Message::DataRow(body) => {
-                    if failure.is_none() {
+                    if let Some(row) = row.as_mut()
+                        && failure.is_none()
+                    {
                         row(&body)?;
                     }
                 }
-                Message::ParseComplete
-                | Message::BindComplete
-                | Message::CommandComplete(_)
-                | Message::EmptyQueryResponse
-                | Message::RowDescription(_)
-                | Message::NoData
-                | Message::NoticeResponse(_)
-                | Message::NotificationResponse(_)
-                | Message::ParameterStatus(_)
-                | Message::BackendKeyData(_) => {}
                 _ => {
                     self.broken = true;
                     return Err(WireError::Protocol(step));
@@ -360,13 +377,14 @@ impl LoadConnection {
         frontend::query(sql, &mut self.output)?;
         let mut value = None;
         let mut first = true;
-        self.round_trip("reading a setting", |row| {
+        let mut keep_first = |row: &DataRowBody| {
             if std::mem::take(&mut first) {
                 value = first_column(row);
             }
             Ok(())
-        })
-        .await?;
+        };
+        self.round_trip("reading a setting", Some(&mut keep_first))
+            .await?;
         Ok(value)
     }
 
@@ -391,22 +409,26 @@ impl LoadConnection {
         loop {
             match Message::parse(&mut self.input) {
                 Ok(Some(message)) => return Ok(message),
-                Ok(None) => {}
+                Ok(None) => self.fill().await?,
                 Err(error) => {
                     self.broken = true;
                     return Err(error.into());
                 }
             }
-            match self.socket.read_buf(&mut self.input).await {
-                Ok(0) => {
-                    self.broken = true;
-                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    self.broken = true;
-                    return Err(error.into());
-                }
+        }
+    }
+
+    /// Reads what the socket has into the input buffer.
+    async fn fill(&mut self) -> Result<(), WireError> {
+        match self.socket.read_buf(&mut self.input).await {
+            Ok(0) => {
+                self.broken = true;
+                Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                self.broken = true;
+                Err(error.into())
             }
         }
     }
@@ -421,6 +443,43 @@ async fn open_socket(spec: &ClusterSpec) -> io::Result<Box<dyn Socket>> {
     // Every statement is one small write followed by a wait for the answer.
     stream.set_nodelay(true)?;
     Ok(Box::new(stream))
+}
+
+/// Consumes the complete messages at the front of `input` that need no decoding:
+/// acknowledgements, row descriptions, notices, and data rows unless `rows` are
+/// wanted. Returns the transaction status when it reached `ReadyForQuery`.
+///
+/// A statement's answer is mostly such messages, and skipping them by their header
+/// saves decoding each into its own buffer.
+fn skip_plain(input: &mut BytesMut, rows: bool) -> Option<u8> {
+    loop {
+        let header = input.get(..5)?;
+        let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        let total = usize::try_from(length).ok()?.checked_add(1)?;
+        // A length below 4 is malformed; `Message::parse` reports it.
+        if length < 4 || input.len() < total {
+            return None;
+        }
+        match header[0] {
+            READY_FOR_QUERY_TAG if length == 5 => {
+                let status = input[5];
+                input.advance(total);
+                return Some(status);
+            }
+            PARSE_COMPLETE_TAG
+            | BIND_COMPLETE_TAG
+            | COMMAND_COMPLETE_TAG
+            | EMPTY_QUERY_RESPONSE_TAG
+            | NO_DATA_TAG
+            | ROW_DESCRIPTION_TAG
+            | NOTICE_RESPONSE_TAG
+            | NOTIFICATION_RESPONSE_TAG
+            | PARAMETER_STATUS_TAG
+            | BACKEND_KEY_DATA_TAG => input.advance(total),
+            DATA_ROW_TAG if !rows => input.advance(total),
+            _ => return None,
+        }
+    }
 }
 
 fn password(spec: &ClusterSpec) -> Result<&[u8], WireError> {
@@ -453,6 +512,45 @@ fn first_column(row: &DataRowBody) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One message: `tag`, its length and `body`.
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![tag];
+        bytes.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    #[test]
+    fn skip_plain_consumes_an_answer_up_to_ready_for_query() {
+        let mut input = BytesMut::new();
+        input.extend_from_slice(&message(BIND_COMPLETE_TAG, b""));
+        input.extend_from_slice(&message(DATA_ROW_TAG, &[0, 1, 0, 0, 0, 1, b'7']));
+        input.extend_from_slice(&message(COMMAND_COMPLETE_TAG, b"SELECT 1\0"));
+        input.extend_from_slice(&message(READY_FOR_QUERY_TAG, b"T"));
+        input.extend_from_slice(b"Z\0");
+
+        assert_eq!(skip_plain(&mut input, false), Some(b'T'));
+        assert_eq!(&input[..], b"Z\0");
+    }
+
+    #[test]
+    fn skip_plain_stops_at_errors_wanted_rows_and_partial_messages() {
+        let error = message(b'E', b"SERROR\0C40P01\0Mdeadlock detected\0\0");
+        let mut input = BytesMut::from(&error[..]);
+        assert_eq!(skip_plain(&mut input, false), None);
+        assert_eq!(input.len(), error.len());
+
+        let row = message(DATA_ROW_TAG, &[0, 0]);
+        let mut input = BytesMut::from(&row[..]);
+        assert_eq!(skip_plain(&mut input, true), None);
+        assert_eq!(input.len(), row.len());
+
+        let ready = message(READY_FOR_QUERY_TAG, b"I");
+        let mut input = BytesMut::from(&ready[..5]);
+        assert_eq!(skip_plain(&mut input, false), None);
+        assert_eq!(input.len(), 5);
+    }
 
     #[test]
     fn parameters_are_written_as_text() {

@@ -57,6 +57,27 @@ fn repository_starts_with_built_in_default() -> TestResult {
 }
 
 #[test]
+fn earlier_built_in_reads_as_current_default() -> TestResult {
+    let (_dir, store) = temp_store()?;
+    // What an earlier release left active: its built-in default, which this one lacks.
+    store.kv("models")?.put(
+        "active",
+        &ActiveChoice::Model {
+            reference: "umbra-default@2".to_owned(),
+        },
+    )?;
+    let repository = ModelRepository::open(&store)?;
+
+    assert_eq!(
+        repository.active()?,
+        ActiveChoice::Model {
+            reference: "umbra-default@3".to_owned()
+        }
+    );
+    Ok(())
+}
+
+#[test]
 fn import_activate_and_roll_back() -> TestResult {
     let (_dir, store) = temp_store()?;
     let repository = ModelRepository::open(&store)?;

@@ -16,7 +16,7 @@ const CLIENTS: usize = 4;
 const SECONDS: u64 = 10;
 
 /// pgbench and Umbra runs per workload, alternating.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// CPU seconds used so far by this process and by its waited-for children, from
 /// `/proc/self/stat` (utime, stime, cutime, cstime).
