@@ -1,8 +1,8 @@
-//! SQL executors: the open model at a plan's arrival rate and the closed model at a fixed
-//! concurrency, each worker on its own connection.
+//! The open-model SQL executor, at a plan's arrival rate, and what it shares with the
+//! closed model of [`crate::postgres::closed`]: each worker on its own connection.
 //!
-//! They mirror the HTTP executors of [`crate::load`] and take the same [`LoadPlan`]. The
-//! open model measures latency from each transaction's intended start time, so a stalled
+//! Both mirror the HTTP executors of [`crate::load`]; the open model takes the same
+//! [`LoadPlan`]. It measures latency from each transaction's intended start time, so a stalled
 //! server cannot hide its slowness behind a queue. Every connection checks the shadow
 //! marker before it sends anything, and the run stops when a connection lands on a
 //! cluster that is not a shadow.
@@ -32,10 +32,10 @@ use crate::postgres::wire::{LoadConnection, WireError};
 use crate::postgres::workload::{SqlTransaction, SqlWorkload};
 
 /// First wait after a failed connect. It doubles after each further failure.
-const CONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+pub(super) const CONNECT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 
 /// Maximum wait between two connect attempts of one worker.
-const CONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+pub(super) const CONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Settings of the open-model SQL executor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,19 +59,6 @@ impl Default for SqlOpenConfig {
             transaction_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// Settings of the closed-model SQL executor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SqlClosedConfig {
-    /// Number of connections, each with one transaction in flight at a time.
-    pub connections: usize,
-    /// How long to run.
-    pub duration: Duration,
-    /// Time after which the client abandons a transaction and its connection. A transaction
-    /// may be abandoned up to 1/64 of this earlier (at most 100 ms), as the timer is moved
-    /// only when it lags that far behind.
-    pub transaction_timeout: Duration,
 }
 
 /// A transaction due at `intended`, holding its admission permit until it ends.
@@ -190,60 +177,11 @@ pub async fn run_sql_open_with_progress(
     .await
 }
 
-/// Runs `workload` against the shadow `shadow` on `config.connections` connections back
-/// to back for `config.duration`.
-pub async fn run_sql_closed(
+/// Rejects an empty workload and a target that is not a shadow before any worker starts.
+pub(super) async fn check_target(
     shadow: &ClusterSpec,
     workload: &SqlWorkload,
-    config: &SqlClosedConfig,
-    cancel: CancellationToken,
-) -> Result<SqlReport, PgError> {
-    if config.connections == 0 {
-        return Err(LoadError::ZeroConnections.into());
-    }
-    if config.duration.is_zero() {
-        return Err(LoadError::ZeroDuration {
-            setting: "duration",
-            value: config.duration,
-        }
-        .into());
-    }
-    check_target(shadow, workload).await?;
-
-    let span = info_span!("sql_load_run", model = "closed", shadow = %shadow);
-    async move {
-        debug!(
-            connections = config.connections,
-            duration_ms = config.duration.as_millis(),
-            "SQL load run started"
-        );
-        let started = Instant::now();
-        let deadline = started + config.duration;
-        let workload = Arc::new(workload.clone());
-        let stop = cancel.child_token();
-
-        let mut workers = JoinSet::new();
-        for index in 0..config.connections {
-            let worker = Worker::new(
-                shadow.clone(),
-                workload.clone(),
-                config.transaction_timeout,
-                index,
-                stop.clone(),
-            )?;
-            workers.spawn(run_closed_worker(worker, deadline).in_current_span());
-        }
-        let tally = join_workers(workers, Tally::new(classes(&workload))?).await?;
-        let report = tally.report(started.elapsed());
-        log_finished(&report);
-        Ok(report)
-    }
-    .instrument(span)
-    .await
-}
-
-/// Rejects an empty workload and a target that is not a shadow before any worker starts.
-async fn check_target(shadow: &ClusterSpec, workload: &SqlWorkload) -> Result<(), PgError> {
+) -> Result<(), PgError> {
     if workload.total_weight() == 0 {
         return Err(PgError::EmptyWorkload);
     }
@@ -251,7 +189,7 @@ async fn check_target(shadow: &ClusterSpec, workload: &SqlWorkload) -> Result<()
     ensure_shadow(&client, shadow).await
 }
 
-fn classes(workload: &SqlWorkload) -> Vec<&str> {
+pub(super) fn classes(workload: &SqlWorkload) -> Vec<&str> {
     workload
         .transactions
         .iter()
@@ -259,7 +197,10 @@ fn classes(workload: &SqlWorkload) -> Vec<&str> {
         .collect()
 }
 
-async fn join_workers(mut workers: JoinSet<Tally>, mut total: Tally) -> Result<Tally, PgError> {
+pub(super) async fn join_workers(
+    mut workers: JoinSet<Tally>,
+    mut total: Tally,
+) -> Result<Tally, PgError> {
     while let Some(joined) = workers.join_next().await {
         match joined {
             Ok(tally) => total.merge(tally),
@@ -272,7 +213,7 @@ async fn join_workers(mut workers: JoinSet<Tally>, mut total: Tally) -> Result<T
     Ok(total)
 }
 
-fn log_finished(report: &SqlReport) {
+pub(super) fn log_finished(report: &SqlReport) {
     debug!(
         transactions = report.transactions,
         committed = report.committed,
@@ -297,28 +238,6 @@ async fn run_queue_worker(mut worker: Worker, queue: JobQueue, idle: Arc<AtomicU
             break;
         };
         worker.run_one(job.intended).await;
-    }
-    worker.finish().await
-}
-
-async fn run_closed_worker(mut worker: Worker, deadline: Instant) -> Tally {
-    // One future for both stop conditions, created once, so that a transaction costs no
-    // new timer or waiter.
-    let stop = worker.stop.clone();
-    let stopped = async {
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {}
-        }
-    };
-    tokio::pin!(stopped);
-
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stopped => break,
-            _ = worker.run_one(Instant::now()) => {}
-        }
     }
     worker.finish().await
 }
@@ -349,7 +268,7 @@ const BEGIN_READ_ONLY: &str = "umbra_begin_ro";
 const COMMIT: &str = "umbra_commit";
 
 /// Names the prepared statements of `workload`: `umbra_<transaction>_<statement>`.
-fn statement_names(workload: &SqlWorkload) -> Arc<Vec<Vec<String>>> {
+pub(super) fn statement_names(workload: &SqlWorkload) -> Arc<Vec<Vec<String>>> {
     let names = workload
         .transactions
         .iter()
@@ -361,6 +280,51 @@ fn statement_names(workload: &SqlWorkload) -> Arc<Vec<Vec<String>>> {
         })
         .collect();
     Arc::new(names)
+}
+
+/// Checks that `connection` reached a shadow and prepares every statement of
+/// `workload` on it. On a cluster that is not a shadow it cancels `stop`, which ends the
+/// whole run.
+pub(super) async fn ready_connection(
+    mut connection: LoadConnection,
+    spec: &ClusterSpec,
+    workload: &SqlWorkload,
+    names: &[Vec<String>],
+    stop: &CancellationToken,
+) -> Result<LoadConnection, SqlErrorClass> {
+    match connection.is_shadow().await {
+        Ok(true) => {}
+        Ok(false) => {
+            let error = PgError::NotAShadow(spec.to_string());
+            warn!(%error, "load connection reached a cluster that is not a shadow, stopping the run");
+            stop.cancel();
+            connection.close().await;
+            return Err(SqlErrorClass::Connection);
+        }
+        Err(error) => return Err(error.class()),
+    }
+
+    let statements: Vec<(&str, &str)> = workload
+        .transactions
+        .iter()
+        .zip(names)
+        .flat_map(|(transaction, names)| {
+            names
+                .iter()
+                .zip(&transaction.statements)
+                .map(|(name, statement)| (name.as_str(), statement.sql.as_str()))
+        })
+        .chain([
+            (BEGIN, "BEGIN"),
+            (BEGIN_READ_ONLY, "BEGIN READ ONLY"),
+            (COMMIT, "COMMIT"),
+        ])
+        .collect();
+    connection
+        .prepare(&statements)
+        .await
+        .map_err(|error| error.class())?;
+    Ok(connection)
 }
 
 /// How much earlier than `timeout` a transaction may be abandoned: 1/64 of it, at most
@@ -460,42 +424,17 @@ impl Worker {
     /// Opens a connection, checks that it reached a shadow and prepares every statement
     /// of the workload on it.
     async fn connect(&mut self) -> Result<(), SqlErrorClass> {
-        let mut connection = LoadConnection::connect(&self.spec, "umbra_load")
+        let connection = LoadConnection::connect(&self.spec, "umbra_load")
             .await
             .map_err(|error| error.class())?;
-        match connection.is_shadow().await {
-            Ok(true) => {}
-            Ok(false) => {
-                let error = PgError::NotAShadow(self.spec.to_string());
-                warn!(%error, "load connection reached a cluster that is not a shadow, stopping the run");
-                self.stop.cancel();
-                connection.close().await;
-                return Err(SqlErrorClass::Connection);
-            }
-            Err(error) => return Err(error.class()),
-        }
-
-        let statements: Vec<(&str, &str)> = self
-            .workload
-            .transactions
-            .iter()
-            .zip(self.names.iter())
-            .flat_map(|(transaction, names)| {
-                names
-                    .iter()
-                    .zip(&transaction.statements)
-                    .map(|(name, statement)| (name.as_str(), statement.sql.as_str()))
-            })
-            .chain([
-                (BEGIN, "BEGIN"),
-                (BEGIN_READ_ONLY, "BEGIN READ ONLY"),
-                (COMMIT, "COMMIT"),
-            ])
-            .collect();
-        connection
-            .prepare(&statements)
-            .await
-            .map_err(|error| error.class())?;
+        let connection = ready_connection(
+            connection,
+            &self.spec,
+            &self.workload,
+            &self.names,
+            &self.stop,
+        )
+        .await?;
         self.connection = Some(connection);
         Ok(())
     }
@@ -511,7 +450,7 @@ impl Worker {
 
 /// Runs `transaction` on `connection` and, after a failure, rolls back an open
 /// transaction block. Leaves `None` behind when the connection cannot be used again.
-async fn run_transaction(
+pub(super) async fn run_transaction(
     connection: &mut Option<LoadConnection>,
     transaction: &SqlTransaction,
     names: &[String],

@@ -47,6 +47,7 @@
 //!
 //! [`LoadPlan`]: crate::load::LoadPlan
 
+mod closed;
 mod cluster;
 mod deploy;
 mod driver;
@@ -63,16 +64,16 @@ mod server;
 mod settings;
 mod shadow;
 mod sql_report;
+mod transport;
 mod wire;
 mod workload;
 
+pub use closed::{SqlClosedConfig, run_sql_closed};
 pub use cluster::{CONNECT_TIMEOUT, ClusterSpec, connect};
 pub use deploy::{DeployReport, deploy_settings, rollback_settings, show};
 pub use driver::{PostgresAssetConfig, PostgresDriver, WorkloadConfig};
 pub use error::PgError;
-pub use executor::{
-    SqlClosedConfig, SqlOpenConfig, run_sql_closed, run_sql_open, run_sql_open_with_progress,
-};
+pub use executor::{SqlOpenConfig, run_sql_open, run_sql_open_with_progress};
 pub use guard::ensure_shadow;
 pub use metrics::MetricsCollector;
 pub use progress::SqlProgress;

@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -29,13 +30,12 @@ use postgres_protocol::message::backend::{
 };
 use postgres_protocol::message::frontend;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::error::SqlState;
 
 use crate::postgres::cluster::{CONNECT_TIMEOUT, ClusterSpec};
 use crate::postgres::shadow::SHADOW_MARKER_SETTING;
 use crate::postgres::sql_report::SqlErrorClass;
+use crate::postgres::transport::{Transport, block_on};
 use crate::postgres::workload::SqlParam;
 
 /// Receives the rows of a statement.
@@ -77,6 +77,11 @@ impl WireError {
     /// Class under which the load report counts this failure.
     pub(crate) fn class(&self) -> SqlErrorClass {
         match self {
+            // A blocking receive that reached its timeout; connecting and logging in
+            // report `TimedOut` instead.
+            WireError::Io(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                SqlErrorClass::ClientTimeout
+            }
             WireError::Server { code, .. } => {
                 SqlErrorClass::of_state(Some(&SqlState::from_code(code)))
             }
@@ -114,13 +119,9 @@ impl WireError {
     }
 }
 
-trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
-
 /// One logged-in session with the statements a worker prepared on it.
 pub(crate) struct LoadConnection {
-    socket: Box<dyn Socket>,
+    transport: Transport,
     output: BytesMut,
     input: BytesMut,
     /// Transaction status from the last `ReadyForQuery`.
@@ -141,21 +142,46 @@ impl LoadConnection {
         spec: &ClusterSpec,
         application_name: &str,
     ) -> Result<LoadConnection, WireError> {
-        let socket = tokio::time::timeout(CONNECT_TIMEOUT, open_socket(spec))
+        let transport = tokio::time::timeout(CONNECT_TIMEOUT, Transport::open_async(spec))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        let mut connection = LoadConnection {
-            socket,
+        let mut connection = LoadConnection::over(transport);
+        tokio::time::timeout(CONNECT_TIMEOUT, connection.log_in(spec, application_name))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "login timed out"))??;
+        Ok(connection)
+    }
+
+    /// Connects like [`Self::connect`] over a blocking socket, for a worker on a thread of
+    /// its own. A receive that waits longer than `timeout` fails; its error's class is
+    /// [`SqlErrorClass::ClientTimeout`].
+    pub(crate) fn connect_blocking(
+        spec: &ClusterSpec,
+        application_name: &str,
+        timeout: Duration,
+    ) -> Result<LoadConnection, WireError> {
+        let transport = Transport::open_blocking(spec, CONNECT_TIMEOUT)?;
+        transport.set_receive_timeout(CONNECT_TIMEOUT)?;
+        let mut connection = LoadConnection::over(transport);
+        block_on(connection.log_in(spec, application_name)).map_err(|error| match error {
+            WireError::Io(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                io::Error::new(io::ErrorKind::TimedOut, "login timed out").into()
+            }
+            error => error,
+        })?;
+        connection.transport.set_receive_timeout(timeout)?;
+        Ok(connection)
+    }
+
+    fn over(transport: Transport) -> LoadConnection {
+        LoadConnection {
+            transport,
             output: BytesMut::with_capacity(1024),
             input: BytesMut::with_capacity(8192),
             status: IDLE,
             in_flight: false,
             broken: false,
-        };
-        tokio::time::timeout(CONNECT_TIMEOUT, connection.log_in(spec, application_name))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "login timed out"))??;
-        Ok(connection)
+        }
     }
 
     /// Whether the connection can run further statements.
@@ -225,8 +251,8 @@ impl LoadConnection {
     pub(crate) async fn close(mut self) {
         if self.is_usable() {
             frontend::terminate(&mut self.output);
-            let _ = self.socket.write_all(&self.output).await;
-            let _ = self.socket.shutdown().await;
+            let _ = self.transport.write_all(&self.output).await;
+            self.transport.shutdown().await;
         }
     }
 
@@ -397,7 +423,7 @@ impl LoadConnection {
     }
 
     async fn flush(&mut self) -> Result<(), WireError> {
-        let written = self.socket.write_all(&self.output).await;
+        let written = self.transport.write_all(&self.output).await;
         self.output.clear();
         if written.is_err() {
             self.broken = true;
@@ -420,7 +446,7 @@ impl LoadConnection {
 
     /// Reads what the socket has into the input buffer.
     async fn fill(&mut self) -> Result<(), WireError> {
-        match self.socket.read_buf(&mut self.input).await {
+        match self.transport.read_into(&mut self.input).await {
             Ok(0) => {
                 self.broken = true;
                 Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
@@ -432,17 +458,6 @@ impl LoadConnection {
             }
         }
     }
-}
-
-async fn open_socket(spec: &ClusterSpec) -> io::Result<Box<dyn Socket>> {
-    if spec.host.starts_with('/') {
-        let path = format!("{}/.s.PGSQL.{}", spec.host, spec.port);
-        return Ok(Box::new(UnixStream::connect(path).await?));
-    }
-    let stream = TcpStream::connect((spec.host.as_str(), spec.port)).await?;
-    // Every statement is one small write followed by a wait for the answer.
-    stream.set_nodelay(true)?;
-    Ok(Box::new(stream))
 }
 
 /// Consumes the complete messages at the front of `input` that need no decoding:

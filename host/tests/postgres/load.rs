@@ -199,6 +199,7 @@ async fn executor_logs_in_with_scram_and_md5_passwords() -> TestResult {
         transaction_timeout: Duration::from_secs(5),
     };
 
+    let plan = LoadPlan::new(vec![Stage::hold(50.0, Duration::from_millis(500))])?;
     for (case, user, password) in [
         ("scram", "umbra_scram", "scram secret"),
         ("md5", "umbra_md5", "md5 secret"),
@@ -209,9 +210,51 @@ async fn executor_logs_in_with_scram_and_md5_passwords() -> TestResult {
             ..shadow.spec().clone()
         };
         let report = run_sql_closed(&spec, &workload, &config, CancellationToken::new()).await?;
-        assert_eq!(report.errors.total(), 0, "{case}: {report:?}");
-        assert!(report.committed > 10, "{case}: {report:?}");
+        assert_eq!(report.errors.total(), 0, "closed {case}: {report:?}");
+        assert!(report.committed > 10, "closed {case}: {report:?}");
+
+        let report = run_sql_open(
+            &spec,
+            &workload,
+            &plan,
+            &SqlOpenConfig::default(),
+            CancellationToken::new(),
+        )
+        .await?;
+        assert_eq!(report.errors.total(), 0, "open {case}: {report:?}");
+        assert!(report.committed > 10, "open {case}: {report:?}");
     }
+    shadow.destroy().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_model_abandons_a_statement_past_its_timeout() -> TestResult {
+    let live = LiveCluster::start(&[]).await?;
+    let shadow = live.shadow(&[]).await?;
+    let workload = SqlWorkload {
+        transactions: vec![SqlTransaction {
+            class: "sleep".to_owned(),
+            weight: 1,
+            read_only: false,
+            statements: vec![SqlStatement {
+                sql: "SELECT pg_sleep(5)".to_owned(),
+                params: Vec::new(),
+            }],
+        }],
+    };
+    let config = SqlClosedConfig {
+        connections: 2,
+        duration: Duration::from_secs(1),
+        transaction_timeout: Duration::from_millis(300),
+    };
+
+    let report =
+        run_sql_closed(shadow.spec(), &workload, &config, CancellationToken::new()).await?;
+
+    assert_eq!(report.committed, 0, "{report:?}");
+    assert!(report.errors.client_timeout >= 2, "{report:?}");
+    assert!(report.duration < Duration::from_secs(3), "{report:?}");
     shadow.destroy().await?;
     Ok(())
 }
