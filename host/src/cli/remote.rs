@@ -191,7 +191,7 @@ pub fn render(report: &StatusReport) -> String {
         "ASSET",
         "VERSION",
         "STATUS",
-        "KNOWN-GOOD",
+        "ROLLBACK-TO",
         "PHASE",
         "DRIFT",
         "P(FAIL)",

@@ -310,7 +310,7 @@ impl Controller {
         result
     }
 
-    /// The steps of [`Self::pg_start_twin`] as a future that owns what it needs, so that
+    /// Returns the steps of [`Self::pg_start_twin`] as a future that owns what it needs, so that
     /// supervision can run a clone of a large cluster beside the loop.
     fn pg_twin_start(
         &self,

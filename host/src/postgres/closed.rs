@@ -92,7 +92,7 @@ pub async fn run_sql_closed(
     .await
 }
 
-/// What every worker of a run reads.
+/// State that every worker of a run reads.
 struct Shared {
     spec: ClusterSpec,
     workload: SqlWorkload,

@@ -327,8 +327,8 @@ pub(super) async fn ready_connection(
     Ok(connection)
 }
 
-/// How much earlier than `timeout` a transaction may be abandoned: 1/64 of it, at most
-/// 100 ms.
+/// Returns how much earlier than `timeout` a transaction may be abandoned: 1/64 of it, at
+/// most 100 ms.
 fn timer_slack(timeout: Duration) -> Duration {
     (timeout / 64).min(Duration::from_millis(100))
 }

@@ -44,7 +44,7 @@ type RowSink<'a> = &'a mut (dyn FnMut(&DataRowBody) -> Result<(), WireError> + S
 /// Transaction status byte of `ReadyForQuery` outside a transaction block.
 const IDLE: u8 = b'I';
 
-/// Why a load connection failed or a statement did not succeed.
+/// Failure of a load connection or of one of its statements.
 #[derive(Debug, Error)]
 pub(crate) enum WireError {
     /// Connecting, reading or writing failed, or the server closed the connection.
@@ -110,7 +110,7 @@ impl WireError {
         }
     }
 
-    /// Whether the server ends the session after this error.
+    /// Returns whether the server ends the session after this error.
     fn ends_session(&self) -> bool {
         match self {
             WireError::Server { severity, .. } => severity == "FATAL" || severity == "PANIC",

@@ -37,7 +37,7 @@ fn cpu_seconds() -> Result<(f64, f64), Box<dyn std::error::Error>> {
             .parse::<f64>()?
             / ticks)
     };
-    // utime is field 14 of the whole line, the 12th after the name and state.
+    // utime is field 14 of the line: index 11 once the pid and the name are cut off.
     Ok((field(11)? + field(12)?, field(13)? + field(14)?))
 }
 
@@ -87,29 +87,12 @@ fn pgbench(shadow: &ClusterSpec, extra: &[&str]) -> Result<(f64, f64), Box<dyn s
     Ok((number.parse()?, children_after - children_before))
 }
 
-/// Runs the benchmark on a Tokio runtime with the worker threads that
-/// `UMBRA_BENCH_THREADS` names: 2 by default, as the engine's runtime on a 2-core machine.
-/// 1 means a current-thread runtime, where a worker and its connection never wake each other
-/// across threads.
-#[test]
+/// Runs on a Tokio runtime with 2 worker threads, as the engine's on a 2-core machine;
+/// the closed model's workers run on its blocking pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: prints figures for docs/BENCHMARKS.md"]
-fn bench_executor_against_pgbench() -> TestResult {
-    let threads: usize = std::env::var("UMBRA_BENCH_THREADS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(2);
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
-    };
-    println!("executor runtime: {threads} thread(s)");
-    runtime.block_on(bench())
+async fn bench_executor_against_pgbench() -> TestResult {
+    bench().await
 }
 
 async fn bench() -> TestResult {

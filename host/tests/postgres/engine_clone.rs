@@ -14,7 +14,7 @@ use crate::support::{LiveCluster, TestResult, free_port};
 /// How long the wrapped `pg_basebackup` waits before it copies anything.
 const CLONE_DELAY_SECONDS: u64 = 4;
 
-/// A directory of the server's programs where `pg_basebackup` first sleeps
+/// Creates a directory of the server's programs where `pg_basebackup` first sleeps
 /// [`CLONE_DELAY_SECONDS`], inside the live cluster's directory so that the server user
 /// can run it.
 fn slow_bin_dir(live: &LiveCluster) -> Result<PathBuf, Box<dyn std::error::Error>> {
