@@ -84,7 +84,8 @@ bin_dir = "{bin}"
     )
 }
 
-async fn start_engine(
+/// Starts an engine on `live` and waits until it has begun cloning the shadow.
+async fn start_cloning(
     dir: &Path,
     live: &LiveCluster,
 ) -> Result<(Engine, EngineHandle), Box<dyn std::error::Error>> {
@@ -93,6 +94,13 @@ async fn start_engine(
     let config = EngineConfig::from_toml(&engine_config(dir, live, &bin), dir)?;
     let engine = Engine::start(config).await?;
     let handle = engine.handle();
+    wait_for(
+        &handle,
+        Duration::from_secs(30),
+        "no clone started",
+        |phase, _| phase == "starting",
+    )
+    .await?;
     Ok((engine, handle))
 }
 
@@ -134,15 +142,7 @@ async fn wait_for(
 async fn loop_ticks_while_a_shadow_clones() -> TestResult {
     let live = LiveCluster::start(&[]).await?;
     let dir = tempfile::tempdir()?;
-    let (engine, handle) = start_engine(dir.path(), &live).await?;
-
-    wait_for(
-        &handle,
-        Duration::from_secs(30),
-        "no clone started",
-        |phase, _| phase == "starting",
-    )
-    .await?;
+    let (engine, handle) = start_cloning(dir.path(), &live).await?;
     let mut ticks = BTreeSet::new();
     let started = Instant::now();
     loop {
@@ -179,15 +179,7 @@ async fn loop_ticks_while_a_shadow_clones() -> TestResult {
 async fn stopping_mid_clone_removes_the_clone() -> TestResult {
     let live = LiveCluster::start(&[]).await?;
     let dir = tempfile::tempdir()?;
-    let (engine, handle) = start_engine(dir.path(), &live).await?;
-
-    wait_for(
-        &handle,
-        Duration::from_secs(30),
-        "no clone started",
-        |phase, _| phase == "starting",
-    )
-    .await?;
+    let (engine, _handle) = start_cloning(dir.path(), &live).await?;
     engine.shutdown().await;
 
     let mut left = Vec::new();

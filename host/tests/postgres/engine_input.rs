@@ -123,19 +123,11 @@ async fn broken_postgres_assets_leave_others_running() -> TestResult {
     let live = LiveCluster::start(&[]).await?;
     let other = LiveCluster::start(&[]).await?;
     // A role that must give its password over TCP, which the test gets wrong.
-    let client = live.client().await?;
-    client
-        .batch_execute("CREATE ROLE umbra_app LOGIN PASSWORD 'right-password'")
-        .await?;
-    let hba = live.data_dir.join("pg_hba.conf");
-    let rules = std::fs::read_to_string(&hba)?;
-    std::fs::write(
-        &hba,
-        format!(
-            "host all umbra_app 127.0.0.1/32 scram-sha-256\nhost all umbra_app ::1/128 scram-sha-256\n{rules}"
-        ),
-    )?;
-    client.batch_execute("SELECT pg_reload_conf()").await?;
+    live.require_passwords(
+        "CREATE ROLE umbra_app LOGIN PASSWORD 'right-password'",
+        &[("umbra_app", "scram-sha-256")],
+    )
+    .await?;
 
     let dir = tempfile::tempdir()?;
     let text = write_config(dir.path(), &live, &other)?;

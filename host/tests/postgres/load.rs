@@ -162,24 +162,13 @@ async fn replay_uses_read_only_statements() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executor_logs_in_with_scram_and_md5_passwords() -> TestResult {
     let live = LiveCluster::start(&[]).await?;
-    let client = live.client().await?;
-    client
-        .batch_execute(
-            "CREATE ROLE umbra_scram LOGIN PASSWORD 'scram secret';
-             SET password_encryption = 'md5';
-             CREATE ROLE umbra_md5 LOGIN PASSWORD 'md5 secret';",
-        )
-        .await?;
-    let hba = live.data_dir.join("pg_hba.conf");
-    let rules = std::fs::read_to_string(&hba)?;
-    std::fs::write(
-        &hba,
-        format!(
-            "host all umbra_scram 127.0.0.1/32 scram-sha-256\n\
-             host all umbra_md5 127.0.0.1/32 md5\n{rules}"
-        ),
-    )?;
-    client.batch_execute("SELECT pg_reload_conf()").await?;
+    live.require_passwords(
+        "CREATE ROLE umbra_scram LOGIN PASSWORD 'scram secret';
+         SET password_encryption = 'md5';
+         CREATE ROLE umbra_md5 LOGIN PASSWORD 'md5 secret';",
+        &[("umbra_scram", "scram-sha-256"), ("umbra_md5", "md5")],
+    )
+    .await?;
     // The clone copies the roles and pg_hba.conf.
     let shadow = live.shadow(&[]).await?;
     let workload = SqlWorkload {

@@ -79,6 +79,28 @@ impl LiveCluster {
         Ok(connect(&self.spec).await?)
     }
 
+    /// Runs `sql` (which creates roles) and makes each role of `rules`, given as
+    /// `(role, method)`, log in over TCP from loopback with that authentication method.
+    pub async fn require_passwords(
+        &self,
+        sql: &str,
+        rules: &[(&str, &str)],
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let client = self.client().await?;
+        client.batch_execute(sql).await?;
+        let hba = self.data_dir.join("pg_hba.conf");
+        let mut text = String::new();
+        for (role, method) in rules {
+            text.push_str(&format!(
+                "host all {role} 127.0.0.1/32 {method}\nhost all {role} ::1/128 {method}\n"
+            ));
+        }
+        text.push_str(&std::fs::read_to_string(&hba)?);
+        std::fs::write(&hba, text)?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        Ok(())
+    }
+
     /// Creates a shadow of this cluster with `settings` deployed.
     pub async fn shadow(
         &self,
