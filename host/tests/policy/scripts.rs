@@ -36,11 +36,21 @@ fn script_runtime_with_deadline(
     source: &str,
     deadline_ms: u64,
 ) -> (PolicyRuntime, Arc<MemoryEvents>, tempfile::NamedTempFile) {
-    let file = script_file(source);
+    // No operation budget: an endless loop can use up a million operations within
+    // 20 ms on a fast machine, and then the budget, not the deadline, would stop it.
     let sandbox = SandboxLimits {
         deadline_ms,
+        rhai_max_operations: u64::MAX,
         ..SandboxLimits::default()
     };
+    script_runtime_with_limits(source, sandbox)
+}
+
+fn script_runtime_with_limits(
+    source: &str,
+    sandbox: SandboxLimits,
+) -> (PolicyRuntime, Arc<MemoryEvents>, tempfile::NamedTempFile) {
+    let file = script_file(source);
     let config = PolicyConfig {
         thresholds: None,
         sandbox,
@@ -96,6 +106,25 @@ fn script_makes_all_three_decisions() {
     assert!(actions.error.is_none(), "{:?}", actions.error);
     assert_eq!(actions.value.len(), 1);
     assert!(events.snapshot().is_empty());
+}
+
+#[test]
+fn operation_budget_stops_a_long_loop() {
+    let sandbox = SandboxLimits {
+        deadline_ms: 10_000,
+        rhai_max_operations: 10_000,
+        ..SandboxLimits::default()
+    };
+    let source = "fn assess(a, c) { let n = 0; loop { n += 1; } }";
+    let (runtime, events, _file) = script_runtime_with_limits(source, sandbox);
+
+    let started = Instant::now();
+    let outcome = runtime.assess_drift(&asset(AssetKind::Process), &sixteen_comparisons());
+
+    let error = outcome.error.expect("the budget stops the loop");
+    assert_eq!(error.kind(), "script", "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(events.snapshot().len(), 1);
 }
 
 #[test]
