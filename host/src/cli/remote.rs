@@ -86,7 +86,7 @@ async fn request(
         .await
         .with_context(|| {
             format!(
-                "cannot reach the daemon at {}: is `umbra run` running there? (--api)",
+                "cannot reach the daemon at {}: is `umbra run` running? Pass its `api.listen` address with --api or `UMBRA_API`",
                 api.api
             )
         })?;

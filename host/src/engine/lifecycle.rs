@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::policy::types::ShadowPhase;
+use crate::postgres::PgError;
 
 use super::EngineError;
 use super::asset::{AssetState, Control};
@@ -327,12 +328,27 @@ impl Controller {
             .position(|asset| asset.name() == request.asset)
             .ok_or_else(|| EngineError::UnknownAsset(request.asset.clone()))?;
         request.validate()?;
-        if self.assets[index].pg.is_some() {
-            super::postgres::parse_settings(&request.config).map_err(|error| {
+        if let Some(pg) = &self.assets[index].pg {
+            let settings = super::postgres::parse_settings(&request.config).map_err(|error| {
                 EngineError::InvalidDeployment(format!(
                     "{error}; a postgres asset's configuration is `name = value` lines"
                 ))
             })?;
+            // Settings the live cluster does not know, or values it would refuse, are bad
+            // input: they are rejected before the version is recorded or the running
+            // shadow is touched. Without a live connection the preflight reports it.
+            if let Some(client) = &pg.live_client {
+                match crate::postgres::validate(client, &settings).await {
+                    Ok(_) => {}
+                    Err(
+                        error @ (PgError::UnknownSetting { .. }
+                        | PgError::InvalidSettingValue { .. }),
+                    ) => return Err(EngineError::InvalidDeployment(error.to_string())),
+                    Err(error) => {
+                        tracing::warn!(asset = %request.asset, error = %super::postgres::chain(&error), "cannot check the settings before the deployment");
+                    }
+                }
+            }
         }
         if self.config.engine.dry_run {
             return Err(EngineError::DryRun("a deployment"));

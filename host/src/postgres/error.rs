@@ -10,10 +10,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// A PostgreSQL program was not found in the binary directory or on `PATH`.
-    #[error(
-        "missing PostgreSQL program `{program}` (looked in {searched}): install the `postgresql-15` package or set `bin_dir`"
-    )]
-    MissingProgram { program: String, searched: String },
+    #[error("missing PostgreSQL program `{program}` (looked in {searched}): {fix}")]
+    MissingProgram {
+        program: String,
+        searched: String,
+        fix: &'static str,
+    },
 
     /// A PostgreSQL program could not be started.
     #[error("failed to run `{program}`")]

@@ -71,6 +71,12 @@ impl Programs {
                 Some(dir) => format!("`{}`", dir.display()),
                 None => "`PATH` and Debian's /usr/lib/postgresql/<version>/bin".to_owned(),
             },
+            fix: match &self.bin_dir {
+                Some(_) => {
+                    "set `bin_dir` to the directory that holds the server's programs, such as `/usr/lib/postgresql/15/bin`"
+                }
+                None => "install the `postgresql-15` package or set `bin_dir`",
+            },
         })
     }
 

@@ -275,7 +275,9 @@ async fn peak_failure_rolls_back_settings() -> TestResult {
     .unwrap_or(0.0);
     assert!(observed > 5.0, "live rate not observed: {observed}");
 
-    // A setting PostgreSQL does not know is rejected before anything changes.
+    // A setting PostgreSQL does not know is rejected before anything changes: the
+    // running shadow stays, and the label is not used up.
+    let before_typo = umbra_host::store::now_ms();
     let typo = deploy(&handle, "v1-typo", "max_conections = 10\n").await;
     let message = typo.err().unwrap_or_default();
     assert!(message.contains("`max_conections`"), "{message}");
@@ -284,6 +286,17 @@ async fn peak_failure_rolls_back_settings() -> TestResult {
         "{message}"
     );
     assert_eq!(show(&client, "max_connections").await?, "100");
+    let disturbed: Vec<_> = handle
+        .events_since(before_typo)?
+        .into_iter()
+        .filter(|stamped| {
+            matches!(
+                stamped.event,
+                EngineEvent::InstanceStopped { .. } | EngineEvent::VersionStatus { .. }
+            )
+        })
+        .collect();
+    assert!(disturbed.is_empty(), "{disturbed:?}");
     drop(client);
 
     // v2 is fine at baseline but has too few connections for the peak.

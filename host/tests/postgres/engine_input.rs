@@ -152,7 +152,13 @@ async fn broken_postgres_assets_leave_others_running() -> TestResult {
             "unknown-setting",
             vec!["`max_conections`", "did you mean `max_connections`"],
         ),
-        ("no-basebackup", vec!["`pg_basebackup`", "bin_dir"]),
+        (
+            "no-basebackup",
+            vec![
+                "`pg_basebackup`",
+                "set `bin_dir` to the directory that holds",
+            ],
+        ),
     ];
     let started = Instant::now();
     let mut errors = Vec::new();
