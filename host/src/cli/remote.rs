@@ -224,6 +224,9 @@ pub fn render(report: &StatusReport) -> String {
             asset.confidence,
             profile
         ));
+        if let Some(error) = &asset.live_error {
+            out.push_str(&format!("{:<16} live unreachable: {error}\n", ""));
+        }
         if let Some(failure) = &asset.shadow_failure {
             out.push_str(&format!("{:<16} shadow failed: {failure}\n", ""));
         }

@@ -92,6 +92,7 @@ fn asset_report(asset: &AssetState) -> AssetReport {
         profile,
         live_requests_seen: asset.live_requests_seen(),
         mirror: asset.traffic.report(),
+        live_error: None,
     };
     match &asset.pg {
         Some(pg) => postgres_report(asset, pg, report),
@@ -120,9 +121,14 @@ fn postgres_report(asset: &AssetState, pg: &PgState, report: AssetReport) -> Ass
         port: asset.config.live_port(),
         proxy_port: None,
     });
+    let live_error = match live {
+        Some(_) => None,
+        None => pg.last_error.clone(),
+    };
     AssetReport {
         kind: "postgres".to_owned(),
         live,
+        live_error,
         shadow: pg.shadow.as_ref().map(twin),
         control: pg.control.as_ref().map(twin),
         ..report

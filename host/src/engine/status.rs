@@ -108,6 +108,10 @@ pub struct AssetReport {
     /// The mirroring proxy in front of live, when `[asset.mirror]` is set.
     #[serde(default)]
     pub mirror: Option<MirrorReport>,
+    /// Why Umbra cannot reach the live side, while it cannot: the last error of a
+    /// `postgres` asset's live cluster, retried every few seconds.
+    #[serde(default)]
+    pub live_error: Option<String>,
 }
 
 /// The mirroring proxy of an asset.

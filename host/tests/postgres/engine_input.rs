@@ -199,13 +199,18 @@ async fn broken_postgres_assets_leave_others_running() -> TestResult {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Each broken asset shows no live side, and the status says why.
     let status = handle.status();
-    for (asset, _) in &expected {
+    for (asset, parts) in &expected {
         let report = status.assets.iter().find(|report| report.name == *asset);
         assert!(
             report.is_some_and(|report| report.live.is_none()),
             "{report:?}"
         );
+        let live_error = report
+            .and_then(|report| report.live_error.clone())
+            .unwrap_or_default();
+        assert!(live_error.contains(parts[0]), "`{asset}`: {live_error}");
     }
     engine.shutdown().await;
     Ok(())
