@@ -283,6 +283,34 @@ workload = { type = "pgbench_like", scale = 0, tpcb_weight = 0, select_weight = 
     }
 
     #[test]
+    fn localhost_and_loopback_address_are_one_cluster() {
+        let section = r#"
+[asset.postgres]
+live = { host = "127.0.0.1", port = 5432, user = "umbra", database = "orders" }
+
+[[asset]]
+name = "orders-db-again"
+service = "orders"
+kind = "postgres"
+version = "v1"
+config = "v1.conf"
+slo = { latency_p99_ms = 250, error_rate = 0.01 }
+
+[asset.postgres]
+live = { host = "LocalHost", port = 5432, user = "umbra", database = "orders" }
+"#;
+
+        let found = problems(section, "work_mem = '8MB'\n");
+
+        assert!(
+            found
+                .iter()
+                .any(|problem| problem.contains("is the live address of another asset")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
     fn postgres_asset_needs_its_section() {
         let found = problems("", "work_mem = '8MB'\n");
 

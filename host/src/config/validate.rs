@@ -327,7 +327,7 @@ impl EngineConfig {
         problems.check(
             self.asset
                 .iter()
-                .filter(|other| other.live_address() == address)
+                .filter(|other| same_live_address(other.live_address(), address))
                 .count()
                 == 1,
             format!("{path}.port"),
@@ -580,4 +580,17 @@ fn check_shadow(path: &str, asset: &AssetConfig, problems: &mut Problems) {
         }
         _ => {}
     }
+}
+
+/// Whether two live addresses reach the same server: the same port, and the same host
+/// name, ignoring case, where `localhost`, `127.0.0.1` and `::1` count as one host.
+fn same_live_address(a: (&str, u16), b: (&str, u16)) -> bool {
+    let host = |name: &str| {
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        match name.to_ascii_lowercase().as_str() {
+            "localhost" | "127.0.0.1" | "::1" => "loopback".to_owned(),
+            other => other.to_owned(),
+        }
+    };
+    a.1 == b.1 && host(a.0) == host(b.0)
 }

@@ -39,11 +39,18 @@ pub fn line(event: &EngineEvent) -> Option<String> {
             port,
             pid,
             adopted,
-        } => format!(
-            "{:<9} {asset} {version} up on 127.0.0.1:{port} (pid {pid}){}",
-            role,
-            if *adopted { ", adopted" } else { "" }
-        ),
+        } => {
+            // A postgres live cluster without `data_dir` has no pid Umbra can read.
+            let pid = match pid {
+                0 => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            format!(
+                "{:<9} {asset} {version} up on port {port}{pid}{}",
+                role,
+                if *adopted { ", adopted" } else { "" }
+            )
+        }
         InstanceStartFailed {
             asset,
             role,
