@@ -258,7 +258,7 @@ impl WaitOutput for std::process::Child {
 }
 
 #[test]
-fn demo_stopped_by_sigterm_exits_143_and_cleans_up() {
+fn demo_sigterm_exits_143() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let work = dir.path().join("work");
     let api_port = free_port();

@@ -582,8 +582,8 @@ fn check_shadow(path: &str, asset: &AssetConfig, problems: &mut Problems) {
     }
 }
 
-/// Whether two live addresses reach the same server: the same port, and the same host
-/// name, ignoring case, where `localhost`, `127.0.0.1` and `::1` count as one host.
+/// Returns whether two live addresses reach the same server: the same port, and the
+/// same host name, ignoring case, where `localhost`, `127.0.0.1` and `::1` count as one.
 fn same_live_address(a: (&str, u16), b: (&str, u16)) -> bool {
     let host = |name: &str| {
         let name = name.trim_start_matches('[').trim_end_matches(']');
