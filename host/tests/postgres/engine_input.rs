@@ -33,6 +33,7 @@ fn write_config(
     dir: &Path,
     live: &LiveCluster,
     other: &LiveCluster,
+    third: &LiveCluster,
 ) -> Result<String, Box<dyn std::error::Error>> {
     std::fs::write(dir.join("good.conf"), "work_mem = '4MB'\n")?;
     std::fs::write(dir.join("typo.conf"), "max_conections = 50\n")?;
@@ -84,10 +85,12 @@ load = {{ paths = ["/health"], baseline_rps = 5 }}
         "good.conf",
         "",
     ));
+    // Each asset has a cluster of its own: two assets may not drive one cluster.
     text.push_str(&pg_asset(
         "unknown-setting",
         &format!(
-            r#"{{ host = "127.0.0.1", port = {port}, user = "postgres", database = "postgres" }}"#
+            r#"{{ host = "127.0.0.1", port = {}, user = "postgres", database = "postgres" }}"#,
+            third.spec.port
         ),
         "typo.conf",
         "",
@@ -122,6 +125,7 @@ fn start_error(handle: &EngineHandle, asset: &str) -> Option<String> {
 async fn broken_postgres_assets_leave_others_running() -> TestResult {
     let live = LiveCluster::start(&[]).await?;
     let other = LiveCluster::start(&[]).await?;
+    let third = LiveCluster::start(&[]).await?;
     // A role that must give its password over TCP, which the test gets wrong.
     live.require_passwords(
         "CREATE ROLE umbra_app LOGIN PASSWORD 'right-password'",
@@ -130,7 +134,7 @@ async fn broken_postgres_assets_leave_others_running() -> TestResult {
     .await?;
 
     let dir = tempfile::tempdir()?;
-    let text = write_config(dir.path(), &live, &other)?;
+    let text = write_config(dir.path(), &live, &other, &third)?;
     let config = EngineConfig::from_toml(&text, dir.path())?;
     let engine = Engine::start(config).await?;
     let handle = engine.handle();
