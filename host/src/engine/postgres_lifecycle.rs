@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fault::run_resource_fault;
 use crate::policy::types::ShadowPhase;
-use crate::postgres::{Settings, rollback_settings, run_scenario, validate};
+use crate::postgres::{Settings, rollback_settings, run_scenario};
 use crate::store::SeriesSamples;
 
 use super::EngineError;
@@ -471,22 +471,19 @@ impl Controller {
         Ok(())
     }
 
-    /// Checks a deployment's settings against the live cluster's `pg_settings` and
-    /// clones a shadow running them, before the live cluster changes.
+    /// Clones a shadow running a deployment's settings, before the live cluster changes.
+    /// `deploy` has checked the settings against `pg_settings`, and writing them to the
+    /// live cluster checks them again.
     pub async fn pg_preflight(&self, asset: &AssetState, version: &str) -> Result<PgTwin, String> {
-        let settings = self.pg_settings(asset.name(), version)?;
         let pg = asset.pg.as_ref().ok_or("postgres state missing")?;
-        let client = pg.live_client.as_ref().ok_or_else(|| {
-            format!(
+        if pg.live_client.is_none() {
+            return Err(format!(
                 "the live cluster is not reachable: {}",
                 pg.last_error
                     .clone()
                     .unwrap_or_else(|| "no connection yet".to_owned())
-            )
-        })?;
-        validate(client, &settings)
-            .await
-            .map_err(|error| chain(&error))?;
+            ));
+        }
         self.pg_start_twin(asset, Role::Shadow, version).await
     }
 

@@ -32,7 +32,7 @@ pub struct SqlClosedConfig {
     pub connections: usize,
     /// How long to run.
     pub duration: Duration,
-    /// Longest wait for the answer to one statement. A transaction whose wait runs past
+    /// Maximum wait for the response to one statement. A transaction whose wait runs past
     /// it is abandoned with its connection, which makes the server abort it.
     pub transaction_timeout: Duration,
 }
@@ -40,7 +40,7 @@ pub struct SqlClosedConfig {
 /// Runs `workload` against the shadow `shadow` on `config.connections` connections back
 /// to back for `config.duration`.
 ///
-/// `cancel` is checked between transactions, so a run stops at most one answer's wait
+/// `cancel` is checked between transactions, so a run stops at most one response's wait
 /// after it fires.
 pub async fn run_sql_closed(
     shadow: &ClusterSpec,

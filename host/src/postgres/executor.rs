@@ -7,9 +7,8 @@
 //! marker before it sends anything, and the run stops when a connection lands on a
 //! cluster that is not a shadow.
 //!
-//! Workers speak to the server through their own [`LoadConnection`], which writes
-//! prepared statements straight to the socket, so that the client's work per statement
-//! stays close to pgbench's.
+//! Workers talk to the server through their own [`LoadConnection`], which writes
+//! prepared statements straight to the socket instead of through a connection task.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -249,8 +248,9 @@ struct Worker {
     /// Name of the prepared statement for each statement of each transaction.
     names: Arc<Vec<Vec<String>>>,
     timeout: Duration,
-    /// Ends a transaction that takes `timeout`. Re-armed only when it would fire more
-    /// than [`timer_slack`] early, so most transactions cost no timer registration.
+    /// Timer that ends a transaction running longer than `timeout`. It is re-armed only
+    /// when it would fire more than [`timer_slack`] early, so most transactions register
+    /// no timer.
     timer: Pin<Box<Sleep>>,
     timer_deadline: Instant,
     random: fastrand::Rng,

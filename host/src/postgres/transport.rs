@@ -3,7 +3,7 @@
 //!
 //! The open model shares a runtime between a dispatcher and its workers, so its sockets
 //! are Tokio's. Each statement then costs a send, a receive that finds nothing yet, a
-//! wait in `epoll` and the receive of the answer. A closed-model worker does nothing but
+//! wait in `epoll` and the receive of the response. A closed-model worker does nothing but
 //! wait for its connection, as a pgbench client does, so it runs on a thread of its own
 //! with a blocking socket: one send and one receive per statement. The protocol code is
 //! the same for both; it is async, and on a blocking socket its futures finish on their
@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::postgres::cluster::ClusterSpec;
 
-/// Bytes a blocking receive asks for at most. An answer to a load statement is far
-/// smaller; longer ones take several receives.
+/// Maximum bytes read by one blocking receive. A response to a load statement is far
+/// smaller, and longer ones take several receives.
 const READ_CHUNK: usize = 4096;
 
 pub(crate) trait AsyncSocket: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -57,7 +57,7 @@ impl Transport {
             return Ok(Transport::Async(Box::new(stream)));
         }
         let stream = tokio::net::TcpStream::connect((spec.host.as_str(), spec.port)).await?;
-        // Every statement is one small write followed by a wait for the answer.
+        // Every statement is one small write followed by a wait for the response.
         stream.set_nodelay(true)?;
         Ok(Transport::Async(Box::new(stream)))
     }

@@ -50,7 +50,7 @@ pub(crate) enum WireError {
     /// Connecting, reading or writing failed, or the server closed the connection.
     #[error("connection to the PostgreSQL server failed")]
     Io(#[from] io::Error),
-    /// The server answered with an error.
+    /// The server returned an error.
     #[error("PostgreSQL reported {severity} {code}: {message}")]
     Server {
         severity: String,
@@ -126,7 +126,7 @@ pub(crate) struct LoadConnection {
     input: BytesMut,
     /// Transaction status from the last `ReadyForQuery`.
     status: u8,
-    /// Set while a statement waits for its answer, and left set when that wait is
+    /// Set while a statement waits for its response, and left set when that wait is
     /// cancelled, so that the connection is not used again.
     in_flight: bool,
     /// Set once the stream broke or the server ended the session.
@@ -153,8 +153,8 @@ impl LoadConnection {
     }
 
     /// Connects like [`Self::connect`] over a blocking socket, for a worker on a thread of
-    /// its own. A receive that waits longer than `timeout` fails; its error's class is
-    /// [`SqlErrorClass::ClientTimeout`].
+    /// its own. A receive that waits longer than `timeout` fails, and its error's class
+    /// is [`SqlErrorClass::ClientTimeout`].
     pub(crate) fn connect_blocking(
         spec: &ClusterSpec,
         application_name: &str,
@@ -184,17 +184,17 @@ impl LoadConnection {
         }
     }
 
-    /// Whether the connection can run further statements.
+    /// Returns whether the connection can run further statements.
     pub(crate) fn is_usable(&self) -> bool {
         !self.broken && !self.in_flight
     }
 
-    /// Whether the last statement left a transaction block open, failed or not.
+    /// Returns whether the last statement left a transaction block open, failed or not.
     pub(crate) fn in_transaction(&self) -> bool {
         self.status != IDLE
     }
 
-    /// Whether the server is an Umbra shadow, from its `umbra.shadow` setting.
+    /// Returns whether the server is an Umbra shadow, from its `umbra.shadow` setting.
     pub(crate) async fn is_shadow(&mut self) -> Result<bool, WireError> {
         // The setting name is a constant of ours, so it can go into the literal as is.
         let sql = format!("SELECT current_setting('{SHADOW_MARKER_SETTING}', true)");
@@ -464,7 +464,7 @@ impl LoadConnection {
 /// acknowledgements, row descriptions, notices, and data rows unless `rows` are
 /// wanted. Returns the transaction status when it reached `ReadyForQuery`.
 ///
-/// A statement's answer is mostly such messages, and skipping them by their header
+/// A statement's response is mostly such messages, and skipping them by their header
 /// saves decoding each into its own buffer.
 fn skip_plain(input: &mut BytesMut, rows: bool) -> Option<u8> {
     loop {
@@ -517,7 +517,7 @@ fn write_text(param: &SqlParam, random: &mut fastrand::Rng, buf: &mut BytesMut) 
     }
 }
 
-/// The first column of a row as text, `None` for SQL NULL or no column.
+/// Returns the first column of a row as text, `None` for SQL NULL or no column.
 fn first_column(row: &DataRowBody) -> Option<String> {
     let range = row.ranges().next().ok()??;
     let value = row.buffer().get(range?)?;
@@ -528,7 +528,7 @@ fn first_column(row: &DataRowBody) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// One message: `tag`, its length and `body`.
+    /// Encodes one message: `tag`, its length and `body`.
     fn message(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut bytes = vec![tag];
         bytes.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
@@ -537,7 +537,7 @@ mod tests {
     }
 
     #[test]
-    fn skip_plain_consumes_an_answer_up_to_ready_for_query() {
+    fn skip_plain_consumes_whole_response() {
         let mut input = BytesMut::new();
         input.extend_from_slice(&message(BIND_COMPLETE_TAG, b""));
         input.extend_from_slice(&message(DATA_ROW_TAG, &[0, 1, 0, 0, 0, 1, b'7']));
@@ -550,7 +550,7 @@ mod tests {
     }
 
     #[test]
-    fn skip_plain_stops_at_errors_wanted_rows_and_partial_messages() {
+    fn skip_plain_stops_at_decoded_messages() {
         let error = message(b'E', b"SERROR\0C40P01\0Mdeadlock detected\0\0");
         let mut input = BytesMut::from(&error[..]);
         assert_eq!(skip_plain(&mut input, false), None);

@@ -119,7 +119,7 @@ fn asset_state(handle: &EngineHandle) -> (u64, String, bool) {
 async fn wait_for(
     handle: &EngineHandle,
     limit: Duration,
-    what: &str,
+    failure: &str,
     done: impl Fn(&str, bool) -> bool,
 ) -> TestResult {
     let started = Instant::now();
@@ -131,7 +131,7 @@ async fn wait_for(
         if started.elapsed() > limit {
             let events = handle.events_since(0).unwrap_or_default();
             return Err(
-                format!("{what}: phase `{phase}`, shadow {shadow}, events {events:?}").into(),
+                format!("{failure}: phase `{phase}`, shadow {shadow}, events {events:?}").into(),
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

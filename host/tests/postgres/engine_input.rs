@@ -203,7 +203,7 @@ async fn broken_postgres_assets_leave_others_running() -> TestResult {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Each broken asset shows no live side, and the status says why.
+    // Each broken asset shows no live side, and the status gives the reason.
     let status = handle.status();
     for (asset, parts) in &expected {
         let report = status.assets.iter().find(|report| report.name == *asset);
