@@ -199,6 +199,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let started = Instant::now();
+        // Ctrl-C or SIGTERM ends the demo early but still stops everything it started.
+        // The handlers go in before the engine starts, so that a signal during start-up
+        // is not fatal and leaves no process behind.
+        let interrupt = CancellationToken::new();
+        let signal = interrupt.clone();
+        let signal_status = Arc::new(AtomicU8::new(0));
+        let received = signal_status.clone();
+        tokio::spawn(async move {
+            received.store(super::ingest::wait_for_shutdown().await, Ordering::Release);
+            signal.cancel();
+        });
         outln!("umbra demo: live service `{ASSET}` on 127.0.0.1:{live_port}, work directory {}", work_dir.display());
         let api_config = config.api.clone();
         let engine = Engine::start(config).await.context("failed to start the engine")?;
@@ -213,16 +224,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         };
         outln!("API on http://{}  (try: umbra status --api http://{})\n", api.local_addr(), api.local_addr());
 
-        // Ctrl-C or SIGTERM ends the demo early but still stops everything
-        // it started.
-        let interrupt = CancellationToken::new();
-        let signal = interrupt.clone();
-        let signal_status = Arc::new(AtomicU8::new(0));
-        let received = signal_status.clone();
-        tokio::spawn(async move {
-            received.store(super::ingest::wait_for_shutdown().await, Ordering::Release);
-            signal.cancel();
-        });
         let users_stop = CancellationToken::new();
         let users = tokio::spawn(simulated_users(live_port, args.user_rps, users_stop.clone()));
 
